@@ -1,0 +1,110 @@
+//! Reference forward kernels: plain loops over caller-provided slices, batch-major NHWC.
+//!
+//! Written by hand because this crate is `no_std` without `alloc` (no GEMM crate fits). They are the
+//! ground truth that faster paths are tested against, so clarity beats speed here.
+//! Each kernel checks its slice lengths first and returns [`LengthError`] instead of panicking.
+
+mod conv2d;
+mod dense;
+mod maxpool;
+mod pad;
+mod relu;
+
+pub use conv2d::conv2d_3x3_same;
+pub use dense::dense;
+pub use maxpool::maxpool_2x2;
+pub use pad::pad;
+pub use relu::{relu, relu_in_place};
+
+use core::fmt;
+
+/// A slice handed to a kernel has the wrong length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LengthError {
+    /// Which argument: `"input"`, `"weights"`, `"bias"` or `"output"`.
+    pub what: &'static str,
+    pub expected: usize,
+    pub got: usize,
+}
+
+impl fmt::Display for LengthError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} has {} values, expected {}", self.what, self.got, self.expected)
+    }
+}
+
+impl core::error::Error for LengthError {}
+
+pub(crate) fn check(what: &'static str, slice_len: usize, expected: usize) -> Result<(), LengthError> {
+    if slice_len == expected { Ok(()) } else { Err(LengthError { what, expected, got: slice_len }) }
+}
+
+/// Numerically stable softmax over each row of `[rows, classes]`, in place.
+pub fn softmax_in_place(values: &mut [f32], classes: usize) {
+    if classes == 0 {
+        return;
+    }
+    for row in values.chunks_exact_mut(classes) {
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut sum = 0.0;
+        for v in row.iter_mut() {
+            *v = libm_exp(*v - max);
+            sum += *v;
+        }
+        for v in row.iter_mut() {
+            *v /= sum;
+        }
+    }
+}
+
+/// `exp` without `std`: range reduction to `2^k * e^r`, `|r| <= ln2/2`, then a degree-9 Taylor series,
+/// in f64 so the reduction loses no precision (relative error well below 1e-7). `core` has no `exp`,
+/// and one function is not worth a dependency in the no-alloc core.
+pub fn libm_exp(x: f32) -> f32 {
+    if x.is_nan() {
+        return x;
+    }
+    if x > 88.72 {
+        return f32::INFINITY;
+    }
+    if x < -103.9 {
+        return 0.0;
+    }
+    let x = x as f64;
+    const LN2: f64 = core::f64::consts::LN_2;
+    let k = (x / LN2 + if x >= 0.0 { 0.5 } else { -0.5 }) as i32;
+    let r = x - k as f64 * LN2;
+    let mut term = 1.0f64;
+    let mut sum = 1.0f64;
+    for i in 1..=9 {
+        term *= r / i as f64;
+        sum += term;
+    }
+    (sum * f64::from_bits(((k + 1023) as u64) << 52)) as f32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exp_matches_std_closely() {
+        extern crate std;
+        let mut x = -80.0f32;
+        while x < 80.0 {
+            let ours = libm_exp(x);
+            let want = (x as f64).exp() as f32;
+            assert!(((ours - want) / want).abs() < 1e-6, "exp({x}) = {ours}, want {want}");
+            x += 0.37;
+        }
+    }
+
+    #[test]
+    fn softmax_rows_sum_to_one() {
+        let mut v = [1.0, 2.0, 3.0, 1000.0, 0.0, -1000.0];
+        softmax_in_place(&mut v, 3);
+        assert!((v[0] + v[1] + v[2] - 1.0).abs() < 1e-6);
+        assert!((v[3] - 1.0).abs() < 1e-6 && v[5] == 0.0);
+        assert!(v[2] > v[1] && v[1] > v[0]);
+    }
+}

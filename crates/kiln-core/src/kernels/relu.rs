@@ -1,0 +1,27 @@
+use super::{LengthError, check};
+
+/// `output = max(input, 0)`, element-wise; any shape.
+pub fn relu(input: &[f32], output: &mut [f32]) -> Result<(), LengthError> {
+    check("output", output.len(), input.len())?;
+    for (o, &v) in output.iter_mut().zip(input) {
+        *o = v.max(0.0);
+    }
+    Ok(())
+}
+
+/// `values = max(values, 0)`, element-wise.
+pub fn relu_in_place(values: &mut [f32]) {
+    for v in values {
+        *v = v.max(0.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn known_answer() {
+        let mut out = [0.0; 3];
+        super::relu(&[-1.0, 0.0, 2.5], &mut out).unwrap();
+        assert_eq!(out, [0.0, 0.0, 2.5]);
+    }
+}

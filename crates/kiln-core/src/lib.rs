@@ -1,0 +1,15 @@
+//! Kiln's core: the network description, shape inference and the reference CPU kernels.
+//!
+//! `no_std` and no `alloc`: every kernel writes into slices the caller provides, so the same code runs on
+//! a server, in wasm and on a microcontroller. The kernels here are the *reference*: plain loops that every
+//! faster path (the trainer's GEMM kernels, the GPU shaders) is tested against.
+//!
+//! Layout follows TensorFlow: activations NHWC, conv weights HWIO `[3,3,in,out]`, dense weights `[in,out]`.
+#![no_std]
+#![forbid(unsafe_code)]
+
+pub mod kernels;
+pub mod network;
+pub mod reference;
+
+pub use network::{Layer, NetworkError, Shape};

@@ -1,0 +1,160 @@
+//! Whole-network forward pass with the reference kernels and two caller-provided ping-pong buffers.
+
+use core::fmt;
+
+use crate::kernels::{self, LengthError};
+use crate::network::{self, Layer, NetworkError, Shape};
+
+/// The weights and bias of one parametric layer.
+#[derive(Clone, Copy, Debug)]
+pub struct LayerParams<'a> {
+    /// `[3,3,in,out]` for a conv, `[in,out]` for a dense layer.
+    pub weights: &'a [f32],
+    /// `[out]`
+    pub bias: &'a [f32],
+}
+
+/// Why a reference forward pass could not run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ForwardError {
+    /// The network description is invalid.
+    Network(NetworkError),
+    /// There are fewer parameter sets than parametric layers; `layer` is the first one without.
+    MissingParams { layer: usize },
+    /// A parameter, input or scratch buffer has the wrong length.
+    Length { layer: usize, error: LengthError },
+    /// A scratch buffer is shorter than `batch * max_activation_len`.
+    ScratchTooSmall { needed: usize, got: usize },
+}
+
+impl fmt::Display for ForwardError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ForwardError::Network(e) => write!(f, "{e}"),
+            ForwardError::MissingParams { layer } => write!(f, "layer {layer}: no parameters given"),
+            ForwardError::Length { layer, error } => write!(f, "layer {layer}: {error}"),
+            ForwardError::ScratchTooSmall { needed, got } => {
+                write!(f, "scratch buffer holds {got} values, needs {needed}")
+            }
+        }
+    }
+}
+
+impl core::error::Error for ForwardError {}
+
+impl From<NetworkError> for ForwardError {
+    fn from(e: NetworkError) -> Self {
+        ForwardError::Network(e)
+    }
+}
+
+/// Runs one layer on a batch of `n` images of shape `input_shape`; returns the output shape.
+/// `params` is required for conv and dense layers and ignored otherwise.
+pub fn forward_layer(
+    index: usize,
+    layer: &Layer,
+    input_shape: Shape,
+    n: usize,
+    input: &[f32],
+    params: Option<LayerParams<'_>>,
+    output: &mut [f32],
+) -> Result<Shape, ForwardError> {
+    let out_shape = layer.output_shape(index, input_shape)?;
+    let Shape { h, w, c } = input_shape;
+    let length = |error| ForwardError::Length { layer: index, error };
+    let need_params = || params.ok_or(ForwardError::MissingParams { layer: index });
+    match *layer {
+        Layer::Pad { top, bottom, left, right } => {
+            kernels::pad(input, n, h, w, c, (top, bottom, left, right), output).map_err(length)?
+        }
+        Layer::Conv2d { filters } => {
+            let p = need_params()?;
+            kernels::conv2d_3x3_same(input, n, h, w, c, p.weights, p.bias, filters, output).map_err(length)?
+        }
+        Layer::MaxPool => kernels::maxpool_2x2(input, n, h, w, c, output).map_err(length)?,
+        Layer::Dense { units } => {
+            let p = need_params()?;
+            kernels::dense(input, n, c, p.weights, p.bias, units, output).map_err(length)?
+        }
+        Layer::Relu => kernels::relu(input, output).map_err(length)?,
+        Layer::Flatten => {
+            kernels::check("output", output.len(), input.len()).map_err(length)?;
+            output.copy_from_slice(input)
+        }
+    }
+    Ok(out_shape)
+}
+
+/// Runs the whole network on `n` images. `params` holds one entry per conv or dense layer, in order.
+/// Each scratch buffer needs `n * max_activation_len(layers, input_shape)` values. Returns the logits,
+/// `[n, classes]`, as a slice of one of the scratch buffers.
+pub fn forward<'s>(
+    layers: &[Layer],
+    input_shape: Shape,
+    n: usize,
+    input: &[f32],
+    params: &[LayerParams<'_>],
+    scratch_a: &'s mut [f32],
+    scratch_b: &'s mut [f32],
+) -> Result<&'s [f32], ForwardError> {
+    let max = n * network::max_activation_len(layers, input_shape)?;
+    for got in [scratch_a.len(), scratch_b.len()] {
+        if got < max {
+            return Err(ForwardError::ScratchTooSmall { needed: max, got });
+        }
+    }
+    let first_len = n * input_shape.len();
+    kernels::check("input", input.len(), first_len).map_err(|error| ForwardError::Length { layer: 0, error })?;
+    scratch_a[..first_len].copy_from_slice(input);
+
+    let (mut src, mut dst) = (scratch_a, scratch_b);
+    let mut shape = input_shape;
+    let mut next_param = 0;
+    for (i, layer) in layers.iter().enumerate() {
+        let p = if layer.has_params() {
+            let p = params.get(next_param).copied().ok_or(ForwardError::MissingParams { layer: i })?;
+            next_param += 1;
+            Some(p)
+        } else {
+            None
+        };
+        let out_shape = layer.output_shape(i, shape)?;
+        let (in_len, out_len) = (n * shape.len(), n * out_shape.len());
+        forward_layer(i, layer, shape, n, &src[..in_len], p, &mut dst[..out_len])?;
+        core::mem::swap(&mut src, &mut dst);
+        shape = out_shape;
+    }
+    Ok(&src[..n * shape.len()])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tiny_network_known_answer() {
+        // 2x2 image -> flatten -> dense 1 (sum) -> relu.
+        let layers = [Layer::Flatten, Layer::Dense { units: 1 }, Layer::Relu];
+        let params = [LayerParams { weights: &[1.0, 1.0, 1.0, -1.0], bias: &[0.5] }];
+        let (mut a, mut b) = ([0.0; 8], [0.0; 8]);
+        let out = forward(&layers, Shape::new(2, 2, 1), 2, &[1.0, 2.0, 3.0, 4.0, 0.0, 0.0, 0.0, 9.0], &params, &mut a, &mut b)
+            .unwrap();
+        assert_eq!(out, &[2.5, 0.0]);
+    }
+
+    #[test]
+    fn missing_params_is_an_error() {
+        let layers = [Layer::Flatten, Layer::Dense { units: 1 }];
+        let (mut a, mut b) = ([0.0; 4], [0.0; 4]);
+        let err = forward(&layers, Shape::new(2, 2, 1), 1, &[0.0; 4], &[], &mut a, &mut b).unwrap_err();
+        assert_eq!(err, ForwardError::MissingParams { layer: 1 });
+    }
+
+    #[test]
+    fn small_scratch_is_an_error() {
+        let layers = [Layer::Conv2d { filters: 4 }];
+        let (mut a, mut b) = ([0.0; 4], [0.0; 4]);
+        let err = forward(&layers, Shape::new(2, 2, 1), 1, &[0.0; 4], &[], &mut a, &mut b).unwrap_err();
+        assert_eq!(err, ForwardError::ScratchTooSmall { needed: 16, got: 4 });
+    }
+}

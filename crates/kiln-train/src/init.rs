@@ -1,0 +1,141 @@
+//! Weight initializers from post 6 of the series. Biases always start at zero.
+
+use std::fmt;
+use std::str::FromStr;
+
+use rand::Rng;
+use rand_distr::{Distribution, StandardNormal};
+
+/// How to draw a layer's initial weights.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Init {
+    /// N(0, 1): the series' first, broken try (cost in the thousands).
+    Normal,
+    /// N(0, 1) × 0.01: the second broken try (activations vanish, cost stuck at ln 10 = 2.3026).
+    NormalSmall,
+    /// Xavier/Glorot uniform: U(±sqrt(6 / (fan_in + fan_out))).
+    Xavier,
+    /// TF1 `variance_scaling_initializer` defaults (factor 2, fan-in, truncated normal): a normal with
+    /// stddev sqrt(1.3 × 2 / fan_in), redrawn outside ±2 stddev. The 1.3 is TF1's correction for the
+    /// variance the truncation removes.
+    He,
+}
+
+/// What `--init` selects: one initializer for every layer, or the series' final choice per layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum InitChoice {
+    /// He for every ReLU layer, Xavier for the last (output) layer: where post 6 ended up.
+    #[default]
+    Default,
+    All(Init),
+}
+
+pub const NAMES: [&str; 5] = ["default", "he", "xavier", "normal", "normal-0.01"];
+
+impl FromStr for InitChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "default" => InitChoice::Default,
+            "he" => InitChoice::All(Init::He),
+            "xavier" => InitChoice::All(Init::Xavier),
+            "normal" => InitChoice::All(Init::Normal),
+            "normal-0.01" => InitChoice::All(Init::NormalSmall),
+            _ => return Err(format!("unknown initializer '{s}'; valid: {}", NAMES.join(", "))),
+        })
+    }
+}
+
+impl fmt::Display for InitChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            InitChoice::Default => "default",
+            InitChoice::All(Init::He) => "he",
+            InitChoice::All(Init::Xavier) => "xavier",
+            InitChoice::All(Init::Normal) => "normal",
+            InitChoice::All(Init::NormalSmall) => "normal-0.01",
+        })
+    }
+}
+
+impl InitChoice {
+    /// The initializer for a parametric layer; `is_last` marks the output layer.
+    pub fn for_layer(self, is_last: bool) -> Init {
+        match self {
+            InitChoice::Default if is_last => Init::Xavier,
+            InitChoice::Default => Init::He,
+            InitChoice::All(init) => init,
+        }
+    }
+}
+
+impl Init {
+    /// Fills `weights` for a layer with the given fans (for a 3x3 conv: `9*in` and `9*out`).
+    pub fn fill(self, weights: &mut [f32], fan_in: usize, fan_out: usize, rng: &mut impl Rng) {
+        let normal = |rng: &mut _| -> f32 { StandardNormal.sample(rng) };
+        match self {
+            Init::Normal => weights.iter_mut().for_each(|w| *w = normal(rng)),
+            Init::NormalSmall => weights.iter_mut().for_each(|w| *w = normal(rng) * 0.01),
+            Init::Xavier => {
+                let limit = (6.0 / (fan_in + fan_out) as f64).sqrt() as f32;
+                weights.iter_mut().for_each(|w| *w = rng.random_range(-limit..limit));
+            }
+            Init::He => {
+                let stddev = (1.3 * 2.0 / fan_in as f64).sqrt() as f32;
+                for w in weights.iter_mut() {
+                    *w = loop {
+                        let z = normal(rng);
+                        if z.abs() <= 2.0 {
+                            break z * stddev;
+                        }
+                    };
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::{Purpose, stream};
+
+    fn stats(v: &[f32]) -> (f64, f64, f32) {
+        let mean = v.iter().map(|&x| x as f64).sum::<f64>() / v.len() as f64;
+        let var = v.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / v.len() as f64;
+        (mean, var.sqrt(), v.iter().fold(0.0f32, |m, x| m.max(x.abs())))
+    }
+
+    #[test]
+    fn he_is_truncated_with_tf1_stddev() {
+        let mut w = vec![0.0; 100_000];
+        Init::He.fill(&mut w, 576, 576, &mut stream(1, Purpose::Init, 0));
+        let (mean, std, max) = stats(&w);
+        let sigma = (2.6f64 / 576.0).sqrt();
+        assert!(mean.abs() < 0.01 * sigma);
+        // A normal truncated at ±2σ keeps 88% of its standard deviation.
+        assert!((std / (sigma * 0.8796)).abs() - 1.0 < 0.01, "std {std}");
+        assert!(max as f64 <= 2.0 * sigma * 1.0001);
+    }
+
+    #[test]
+    fn xavier_and_normals() {
+        let mut rng = stream(2, Purpose::Init, 0);
+        let mut w = vec![0.0; 100_000];
+        Init::Xavier.fill(&mut w, 500, 10, &mut rng);
+        let limit = (6.0f64 / 510.0).sqrt();
+        let (_, std, max) = stats(&w);
+        assert!(max as f64 <= limit && (std - limit / 3f64.sqrt()).abs() < 0.01 * limit);
+        Init::Normal.fill(&mut w, 1, 1, &mut rng);
+        assert!((stats(&w).1 - 1.0).abs() < 0.01);
+        Init::NormalSmall.fill(&mut w, 1, 1, &mut rng);
+        assert!((stats(&w).1 - 0.01).abs() < 0.0001);
+    }
+
+    #[test]
+    fn parse_lists_valid_names() {
+        assert_eq!("normal-0.01".parse::<InitChoice>(), Ok(InitChoice::All(Init::NormalSmall)));
+        let err = "glorot".parse::<InitChoice>().unwrap_err();
+        assert!(err.contains("he, xavier, normal, normal-0.01"), "{err}");
+    }
+}

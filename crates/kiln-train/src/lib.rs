@@ -1,0 +1,26 @@
+//! Kiln's CPU trainer for the "Learn TensorFlow Now" networks.
+//!
+//! - [`presets`]: the series' networks (`fc3`, `convnet4`, `vgg`) as [`network::Network`] descriptions.
+//! - [`init`], [`optim`]: the initializers and optimizers, with TensorFlow 1 semantics.
+//! - [`layers`]: each layer's fast forward pass right next to its backward pass, with gradient checks.
+//! - [`model`]: parameters plus the forward and backward passes over a whole network.
+//! - [`data`]: the IDX (MNIST) reader; [`batch`]: batches and augmentation.
+//! - [`train`]: the training loop; [`eval`]: test-set evaluation.
+
+pub mod batch;
+pub mod data;
+pub mod eval;
+pub mod gemm;
+pub mod init;
+pub mod layers;
+pub mod model;
+pub mod network;
+pub mod optim;
+pub mod presets;
+pub mod rng;
+pub mod train;
+
+pub use data::{DataError, Dataset, Mnist};
+pub use model::Model;
+pub use network::Network;
+pub use train::{TrainConfig, TrainError};

@@ -1,0 +1,257 @@
+//! The training loop: shuffled mini-batches, optional augmentation and learning-rate schedule, one
+//! optimizer update per batch, a test-set evaluation at the end.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Instant;
+
+use rand::seq::SliceRandom;
+use thiserror::Error;
+
+use crate::batch;
+use crate::data::Mnist;
+use crate::eval::{Evaluation, evaluate};
+use crate::layers::loss;
+use crate::model::{Model, Workspace};
+use crate::optim::{Optimizer, OptimizerConfig};
+use crate::rng::{Purpose, stream};
+
+/// How long to train.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Length {
+    Epochs(u64),
+    Steps(u64),
+}
+
+/// How the learning rate moves over the run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Schedule {
+    /// The same rate throughout, as in the series.
+    Constant,
+    /// Half a cosine from the full rate down to zero at the last step.
+    Cosine,
+}
+
+pub const SCHEDULE_NAMES: [&str; 2] = ["constant", "cosine"];
+
+impl FromStr for Schedule {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "constant" => Ok(Schedule::Constant),
+            "cosine" => Ok(Schedule::Cosine),
+            _ => Err(format!("unknown schedule '{s}'; valid: {}", SCHEDULE_NAMES.join(", "))),
+        }
+    }
+}
+
+impl fmt::Display for Schedule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Schedule::Constant => "constant",
+            Schedule::Cosine => "cosine",
+        })
+    }
+}
+
+impl Schedule {
+    /// The rate for update `step` (0-based) of `total`.
+    pub fn rate(self, base: f32, step: u64, total: u64) -> f32 {
+        match self {
+            Schedule::Constant => base,
+            Schedule::Cosine => {
+                let progress = step as f64 / total.max(1) as f64;
+                (base as f64 * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())) as f32
+            }
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainConfig {
+    pub length: Length,
+    /// Images per update.
+    pub batch: usize,
+    /// Base learning rate.
+    pub lr: f32,
+    pub optimizer: OptimizerConfig,
+    pub schedule: Schedule,
+    /// Seed for the data order and augmentation (initialisation takes its own seed in [`Model::new`]).
+    pub seed: u64,
+    /// Random shift of each training image by up to this many pixels on each axis; 0 turns it off.
+    pub augment_shift: usize,
+}
+
+/// Why training stopped early or could not start.
+#[derive(Debug, Error)]
+pub enum TrainError {
+    /// A setting is out of range.
+    #[error("invalid setting: {0}")]
+    InvalidConfig(String),
+    /// The data does not fit the network's input.
+    #[error("the network takes {expected} inputs but the data has {rows}x{cols} images")]
+    DataShape { expected: String, rows: usize, cols: usize },
+    /// The cost became NaN or infinite: the run diverged.
+    #[error("training diverged at step {step}: cost is {cost} (try a lower learning rate or another initializer)")]
+    NonFinite { step: u64, cost: f32 },
+}
+
+/// Reported after every update.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepReport {
+    /// 1-based count of updates so far.
+    pub step: u64,
+    pub total_steps: u64,
+    /// 0-based epoch this batch came from.
+    pub epoch: u64,
+    /// This batch's mean cost and accuracy (0..=1), before the update.
+    pub cost: f32,
+    pub accuracy: f32,
+    pub lr: f32,
+}
+
+/// The outcome of a run.
+#[derive(Clone, Debug)]
+pub struct TrainSummary {
+    pub steps: u64,
+    pub test: Evaluation,
+    /// Wall time of the training steps alone (not the final evaluation).
+    pub train_seconds: f64,
+    pub images_seen: u64,
+}
+
+impl TrainConfig {
+    /// Checks the ranges a user can get wrong.
+    pub fn validate(&self) -> Result<(), TrainError> {
+        let bad = |m: String| Err(TrainError::InvalidConfig(m));
+        if self.batch == 0 {
+            return bad("batch size must be at least 1".into());
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return bad(format!("learning rate must be a positive number, got {}", self.lr));
+        }
+        match self.length {
+            Length::Epochs(0) => bad("epochs must be at least 1".into()),
+            Length::Steps(0) => bad("steps must be at least 1".into()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Total updates for a training set of `examples`.
+    pub fn total_steps(&self, examples: usize) -> u64 {
+        match self.length {
+            Length::Steps(s) => s,
+            Length::Epochs(e) => e * examples.div_ceil(self.batch) as u64,
+        }
+    }
+}
+
+/// Trains `model` on `data.train` and evaluates on `data.test`. `on_step` sees every update.
+pub fn train(
+    model: &mut Model,
+    data: &Mnist,
+    config: &TrainConfig,
+    on_step: &mut dyn FnMut(&StepReport),
+) -> Result<TrainSummary, TrainError> {
+    config.validate()?;
+    let input = model.input_shape();
+    if (input.h, input.w, input.c) != (data.train.rows, data.train.cols, 1) {
+        return Err(TrainError::DataShape { expected: input.to_string(), rows: data.train.rows, cols: data.train.cols });
+    }
+    if data.train.is_empty() {
+        return Err(TrainError::InvalidConfig("the training set is empty".into()));
+    }
+    let examples = data.train.len();
+    let total = config.total_steps(examples);
+    let classes = model.classes();
+    let image_len = input.len();
+
+    let mut optimizer = Optimizer::new(config.optimizer, &model.param_lens());
+    let mut grads: Vec<Vec<f32>> = model.param_lens().into_iter().map(|len| vec![0.0; len]).collect();
+    let mut ws = Workspace::new();
+    let mut images = vec![0.0f32; config.batch * image_len];
+    let mut labels = vec![0u8; config.batch];
+    let mut dlogits = vec![0.0f32; config.batch * classes];
+    let mut order: Vec<usize> = (0..examples).collect();
+
+    let started = Instant::now();
+    let mut step = 0u64;
+    let mut images_seen = 0u64;
+    'epochs: for epoch in 0.. {
+        order.sort_unstable();
+        order.shuffle(&mut stream(config.seed, Purpose::Shuffle, epoch));
+        let mut augment = stream(config.seed, Purpose::Augment, epoch);
+        for chunk in order.chunks(config.batch) {
+            if step == total {
+                break 'epochs;
+            }
+            let n = chunk.len();
+            batch::fill(&data.train, chunk, config.augment_shift, Some(&mut augment), &mut images[..n * image_len], &mut labels[..n]);
+            let logits = model.forward(&mut ws, &images[..n * image_len], n);
+            let score = loss::softmax_cross_entropy(logits, &labels[..n], classes, Some(&mut dlogits[..n * classes]));
+            if !score.cost.is_finite() {
+                return Err(TrainError::NonFinite { step: step + 1, cost: score.cost });
+            }
+            model.backward(&mut ws, &dlogits[..n * classes], &mut grads);
+            let lr = config.schedule.rate(config.lr, step, total);
+            let mut params: Vec<&mut [f32]> = model.params.iter_mut().map(|t| &mut t.data[..]).collect();
+            let grad_refs: Vec<&[f32]> = grads.iter().map(|g| &g[..]).collect();
+            optimizer.apply(&mut params, &grad_refs, lr);
+            step += 1;
+            images_seen += n as u64;
+            on_step(&StepReport {
+                step,
+                total_steps: total,
+                epoch,
+                cost: score.cost,
+                accuracy: score.correct as f32 / n as f32,
+                lr,
+            });
+        }
+    }
+    let train_seconds = started.elapsed().as_secs_f64();
+    let test = evaluate(model, &mut ws, &data.test);
+    Ok(TrainSummary { steps: step, test, train_seconds, images_seen })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::optim::OptimizerKind;
+
+    fn config() -> TrainConfig {
+        TrainConfig {
+            length: Length::Steps(10),
+            batch: 64,
+            lr: 0.001,
+            optimizer: OptimizerConfig::new(OptimizerKind::Adam),
+            schedule: Schedule::Constant,
+            seed: 1,
+            augment_shift: 0,
+        }
+    }
+
+    #[test]
+    fn rejects_non_positive_settings() {
+        let mut c = config();
+        c.batch = 0;
+        assert!(c.validate().unwrap_err().to_string().contains("batch size"));
+        let mut c = config();
+        c.lr = -1.0;
+        assert!(c.validate().unwrap_err().to_string().contains("learning rate"));
+        c.lr = f32::NAN;
+        assert!(c.validate().is_err());
+        let mut c = config();
+        c.length = Length::Steps(0);
+        assert!(c.validate().unwrap_err().to_string().contains("steps"));
+        c.length = Length::Epochs(0);
+        assert!(c.validate().unwrap_err().to_string().contains("epochs"));
+    }
+
+    #[test]
+    fn cosine_schedule_ends_near_zero() {
+        assert_eq!(Schedule::Cosine.rate(1.0, 0, 100), 1.0);
+        assert!((Schedule::Cosine.rate(1.0, 50, 100) - 0.5).abs() < 1e-6);
+        assert!(Schedule::Cosine.rate(1.0, 99, 100) < 0.001);
+    }
+}
