@@ -19,6 +19,7 @@ pub mod optim;
 pub mod presets;
 pub mod rng;
 pub mod train;
+pub mod weights;
 
 pub use data::{DataError, Dataset, Mnist};
 pub use model::Model;

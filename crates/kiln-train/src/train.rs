@@ -8,8 +8,10 @@ use std::time::Instant;
 use rand::seq::SliceRandom;
 use thiserror::Error;
 
+use rand_chacha::ChaCha8Rng;
+
 use crate::batch;
-use crate::data::Mnist;
+use crate::data::{Dataset, Mnist};
 use crate::eval::{Evaluation, evaluate};
 use crate::layers::loss;
 use crate::model::{Model, Workspace};
@@ -104,6 +106,8 @@ pub struct StepReport {
     pub total_steps: u64,
     /// 0-based epoch this batch came from.
     pub epoch: u64,
+    /// Images in this batch.
+    pub images: usize,
     /// This batch's mean cost and accuracy (0..=1), before the update.
     pub cost: f32,
     pub accuracy: f32,
@@ -146,72 +150,147 @@ impl TrainConfig {
     }
 }
 
-/// Trains `model` on `data.train` and evaluates on `data.test`. `on_step` sees every update.
+/// Steps through training one update at a time. [`train`] drives it to the end; benchmarks and
+/// callers that want control (checkpointing, early stops) call [`Trainer::step`] themselves.
+#[derive(Debug)]
+pub struct Trainer<'a> {
+    model: &'a mut Model,
+    data: &'a Dataset,
+    config: TrainConfig,
+    total: u64,
+    optimizer: Optimizer,
+    /// Same order and lengths as `model.params`.
+    grads: Vec<Vec<f32>>,
+    ws: Workspace,
+    /// `[batch, h, w, 1]`
+    images: Vec<f32>,
+    /// `[batch]`
+    labels: Vec<u8>,
+    /// `[batch, classes]`
+    dlogits: Vec<f32>,
+    /// This epoch's shuffled example order, and where the next batch starts in it.
+    order: Vec<usize>,
+    position: usize,
+    epoch: u64,
+    augment: ChaCha8Rng,
+    step: u64,
+}
+
+impl<'a> Trainer<'a> {
+    /// Checks the settings and the data against the network and sets up the first epoch.
+    pub fn new(model: &'a mut Model, data: &'a Dataset, config: &TrainConfig) -> Result<Self, TrainError> {
+        config.validate()?;
+        let input = model.input_shape();
+        if (input.h, input.w, input.c) != (data.rows, data.cols, 1) {
+            return Err(TrainError::DataShape { expected: input.to_string(), rows: data.rows, cols: data.cols });
+        }
+        if data.is_empty() {
+            return Err(TrainError::InvalidConfig("the training set is empty".into()));
+        }
+        let batch = config.batch;
+        let classes = model.classes();
+        let lens = model.param_lens();
+        let mut trainer = Trainer {
+            total: config.total_steps(data.len()),
+            optimizer: Optimizer::new(config.optimizer, &lens),
+            grads: lens.iter().map(|&len| vec![0.0; len]).collect(),
+            ws: Workspace::new(),
+            images: vec![0.0; batch * input.len()],
+            labels: vec![0; batch],
+            dlogits: vec![0.0; batch * classes],
+            order: Vec::new(),
+            position: 0,
+            epoch: 0,
+            augment: stream(config.seed, Purpose::Augment, 0),
+            step: 0,
+            model,
+            data,
+            config: config.clone(),
+        };
+        trainer.start_epoch(0);
+        Ok(trainer)
+    }
+
+    /// A fresh shuffle and augmentation stream for `epoch`, both derived from the seed alone.
+    fn start_epoch(&mut self, epoch: u64) {
+        self.epoch = epoch;
+        self.position = 0;
+        self.order = (0..self.data.len()).collect();
+        self.order.shuffle(&mut stream(self.config.seed, Purpose::Shuffle, epoch));
+        self.augment = stream(self.config.seed, Purpose::Augment, epoch);
+    }
+
+    pub fn total_steps(&self) -> u64 {
+        self.total
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.step >= self.total
+    }
+
+    /// One update on the next batch (the last batch of an epoch may be smaller).
+    pub fn step(&mut self) -> Result<StepReport, TrainError> {
+        if self.position >= self.order.len() {
+            self.start_epoch(self.epoch + 1);
+        }
+        let end = (self.position + self.config.batch).min(self.order.len());
+        let chunk = &self.order[self.position..end];
+        let n = chunk.len();
+        let image_len = self.model.input_shape().len();
+        let classes = self.model.classes();
+        let (images, labels, dlogits) =
+            (&mut self.images[..n * image_len], &mut self.labels[..n], &mut self.dlogits[..n * classes]);
+        batch::fill(self.data, chunk, self.config.augment_shift, Some(&mut self.augment), images, labels);
+
+        let logits = self.model.forward(&mut self.ws, images, n);
+        let score = loss::softmax_cross_entropy(logits, labels, classes, Some(dlogits));
+        if !score.cost.is_finite() {
+            return Err(TrainError::NonFinite { step: self.step + 1, cost: score.cost });
+        }
+        self.model.backward(&mut self.ws, dlogits, &mut self.grads);
+        let lr = self.config.schedule.rate(self.config.lr, self.step, self.total);
+        let mut params: Vec<&mut [f32]> = self.model.params.iter_mut().map(|t| &mut t.data[..]).collect();
+        let grads: Vec<&[f32]> = self.grads.iter().map(|g| &g[..]).collect();
+        self.optimizer.apply(&mut params, &grads, lr);
+
+        self.position = end;
+        self.step += 1;
+        Ok(StepReport {
+            step: self.step,
+            total_steps: self.total,
+            epoch: self.epoch,
+            images: n,
+            cost: score.cost,
+            accuracy: score.correct as f32 / n as f32,
+            lr,
+        })
+    }
+
+    /// Evaluates the model as it stands on `data`, reusing the training buffers.
+    pub fn evaluate(&mut self, data: &Dataset) -> Evaluation {
+        evaluate(self.model, &mut self.ws, data)
+    }
+}
+
+/// Trains `model` on `data.train` for the configured length, then evaluates on `data.test`.
+/// `on_step` sees every update.
 pub fn train(
     model: &mut Model,
     data: &Mnist,
     config: &TrainConfig,
     on_step: &mut dyn FnMut(&StepReport),
 ) -> Result<TrainSummary, TrainError> {
-    config.validate()?;
-    let input = model.input_shape();
-    if (input.h, input.w, input.c) != (data.train.rows, data.train.cols, 1) {
-        return Err(TrainError::DataShape { expected: input.to_string(), rows: data.train.rows, cols: data.train.cols });
-    }
-    if data.train.is_empty() {
-        return Err(TrainError::InvalidConfig("the training set is empty".into()));
-    }
-    let examples = data.train.len();
-    let total = config.total_steps(examples);
-    let classes = model.classes();
-    let image_len = input.len();
-
-    let mut optimizer = Optimizer::new(config.optimizer, &model.param_lens());
-    let mut grads: Vec<Vec<f32>> = model.param_lens().into_iter().map(|len| vec![0.0; len]).collect();
-    let mut ws = Workspace::new();
-    let mut images = vec![0.0f32; config.batch * image_len];
-    let mut labels = vec![0u8; config.batch];
-    let mut dlogits = vec![0.0f32; config.batch * classes];
-    let mut order: Vec<usize> = (0..examples).collect();
-
+    let mut trainer = Trainer::new(model, &data.train, config)?;
     let started = Instant::now();
-    let mut step = 0u64;
     let mut images_seen = 0u64;
-    'epochs: for epoch in 0.. {
-        order.sort_unstable();
-        order.shuffle(&mut stream(config.seed, Purpose::Shuffle, epoch));
-        let mut augment = stream(config.seed, Purpose::Augment, epoch);
-        for chunk in order.chunks(config.batch) {
-            if step == total {
-                break 'epochs;
-            }
-            let n = chunk.len();
-            batch::fill(&data.train, chunk, config.augment_shift, Some(&mut augment), &mut images[..n * image_len], &mut labels[..n]);
-            let logits = model.forward(&mut ws, &images[..n * image_len], n);
-            let score = loss::softmax_cross_entropy(logits, &labels[..n], classes, Some(&mut dlogits[..n * classes]));
-            if !score.cost.is_finite() {
-                return Err(TrainError::NonFinite { step: step + 1, cost: score.cost });
-            }
-            model.backward(&mut ws, &dlogits[..n * classes], &mut grads);
-            let lr = config.schedule.rate(config.lr, step, total);
-            let mut params: Vec<&mut [f32]> = model.params.iter_mut().map(|t| &mut t.data[..]).collect();
-            let grad_refs: Vec<&[f32]> = grads.iter().map(|g| &g[..]).collect();
-            optimizer.apply(&mut params, &grad_refs, lr);
-            step += 1;
-            images_seen += n as u64;
-            on_step(&StepReport {
-                step,
-                total_steps: total,
-                epoch,
-                cost: score.cost,
-                accuracy: score.correct as f32 / n as f32,
-                lr,
-            });
-        }
+    while !trainer.is_finished() {
+        let report = trainer.step()?;
+        images_seen += report.images as u64;
+        on_step(&report);
     }
     let train_seconds = started.elapsed().as_secs_f64();
-    let test = evaluate(model, &mut ws, &data.test);
-    Ok(TrainSummary { steps: step, test, train_seconds, images_seen })
+    let test = trainer.evaluate(&data.test);
+    Ok(TrainSummary { steps: trainer.step, test, train_seconds, images_seen })
 }
 
 #[cfg(test)]

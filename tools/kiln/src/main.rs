@@ -1,1 +1,373 @@
-fn main(){}
+//! `kiln`: train, evaluate and benchmark the "Learn TensorFlow Now" networks.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use kiln_train::data::{self, Mnist};
+use kiln_train::init::{self, InitChoice};
+use kiln_train::model::Model;
+use kiln_train::network::Network;
+use kiln_train::optim::{self, OptimizerConfig, OptimizerKind};
+use kiln_train::train::{self, Length, Schedule, StepReport, TrainConfig, Trainer};
+use kiln_train::{eval, presets, weights};
+
+#[derive(Parser, Debug)]
+#[command(name = "kiln", version, about = "Train, pack and run small image classifiers.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Train a network on MNIST-style data and report the test accuracy.
+    Train(TrainArgs),
+    /// Evaluate saved weights on the test set.
+    Eval(EvalArgs),
+    /// Measure speed.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Args, Debug)]
+struct DataArgs {
+    /// Directory with the four standard MNIST files (gzip or raw), e.g. /usr/share/datasets/fashion-mnist.
+    /// Defaults to the bundled data/mnist.
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
+    /// Worker threads (default: all cores).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    threads: Option<u16>,
+}
+
+#[derive(Args, Debug)]
+struct TrainArgs {
+    /// Network preset.
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(presets::NAMES))]
+    model: String,
+    /// Print the layers with their output shapes and parameter counts, then exit.
+    #[arg(long)]
+    summary: bool,
+    /// Passes over the training set [default: fc3 5, convnet4 3, vgg 10].
+    #[arg(long, conflicts_with = "steps", value_parser = clap::value_parser!(u64).range(1..))]
+    epochs: Option<u64>,
+    /// Number of updates, instead of --epochs.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    steps: Option<u64>,
+    /// Images per update.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    batch: u32,
+    /// Learning rate [default: 0.001 for adam, 0.01 for sgd and momentum].
+    #[arg(long, value_parser = positive_f32)]
+    lr: Option<f32>,
+    #[arg(long, default_value = "adam", value_parser = clap::builder::PossibleValuesParser::new(optim::NAMES))]
+    optimizer: String,
+    /// Weight initializer: `default` is He for ReLU layers and Xavier for the output layer (post 6).
+    #[arg(long, default_value = "default", value_parser = clap::builder::PossibleValuesParser::new(init::NAMES))]
+    init: String,
+    /// Learning-rate schedule.
+    #[arg(long, default_value = "cosine", value_parser = clap::builder::PossibleValuesParser::new(train::SCHEDULE_NAMES))]
+    schedule: String,
+    /// Shift each training image by a random 0..=N pixels on each axis (0: no augmentation).
+    #[arg(long, default_value_t = 2)]
+    augment: usize,
+    /// Seed for initialisation, data order and augmentation.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Print `Cost:` and `Accuracy:` for the current batch every N steps.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
+    print_every: u64,
+    /// Save the trained weights (safetensors, with the network description) to this file.
+    #[arg(long, value_name = "FILE")]
+    save: Option<PathBuf>,
+    /// List this many of the test digits the network gets wrong.
+    #[arg(long, default_value_t = 10)]
+    show_mistakes: usize,
+    #[command(flatten)]
+    data: DataArgs,
+}
+
+#[derive(Args, Debug)]
+struct EvalArgs {
+    /// A weights file written by `kiln train --save`.
+    weights: PathBuf,
+    /// List this many of the test digits the network gets wrong.
+    #[arg(long, default_value_t = 10)]
+    show_mistakes: usize,
+    #[command(flatten)]
+    data: DataArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum BenchCommand {
+    /// Steady-state training throughput (images per second) on the bundled data.
+    Train(BenchTrainArgs),
+}
+
+#[derive(Args, Debug)]
+struct BenchTrainArgs {
+    #[arg(long, default_value = "vgg", value_parser = clap::builder::PossibleValuesParser::new(presets::NAMES))]
+    model: String,
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    batch: u32,
+    /// Timed updates.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
+    steps: u64,
+    /// Untimed updates first (buffers are allocated and caches warmed).
+    #[arg(long, default_value_t = 3)]
+    warmup: u64,
+    #[arg(long, default_value = "adam", value_parser = clap::builder::PossibleValuesParser::new(optim::NAMES))]
+    optimizer: String,
+    #[command(flatten)]
+    data: DataArgs,
+}
+
+fn positive_f32(s: &str) -> Result<f32, String> {
+    let v: f32 = s.parse().map_err(|_| format!("'{s}' is not a number"))?;
+    if v.is_finite() && v > 0.0 { Ok(v) } else { Err(format!("must be a positive number, got {s}")) }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Err(err) = run(cli) {
+        eprintln!("error: {err:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Train(args) => cmd_train(args),
+        Command::Eval(args) => cmd_eval(args),
+        Command::Bench(BenchCommand::Train(args)) => cmd_bench_train(args),
+    }
+}
+
+fn set_threads(data: &DataArgs) -> Result<()> {
+    if let Some(n) = data.threads {
+        rayon::ThreadPoolBuilder::new().num_threads(n as usize).build_global().context("starting worker threads")?;
+    }
+    Ok(())
+}
+
+/// The data directory: `--data`, else the bundled set found from the working directory or the binary.
+fn load_data(data: &DataArgs) -> Result<Mnist> {
+    let dir = match &data.data {
+        Some(dir) => dir.clone(),
+        None => bundled_dir().context(
+            "no --data given and the bundled data/mnist was not found (run from the repository, or pass --data DIR)",
+        )?,
+    };
+    if !dir.is_dir() {
+        bail!("{}: not a directory", dir.display());
+    }
+    Ok(Mnist::load(&dir)?)
+}
+
+fn bundled_dir() -> Option<PathBuf> {
+    let from_cwd = PathBuf::from(data::BUNDLED_DIR);
+    if from_cwd.is_dir() {
+        return Some(from_cwd);
+    }
+    // The binary lives in <repo>/target/<profile>/kiln (or a shared CARGO_TARGET_DIR): try the source tree.
+    let from_source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(data::BUNDLED_DIR);
+    from_source.is_dir().then_some(from_source)
+}
+
+fn print_summary(network: &Network) -> Result<()> {
+    println!("{:<14} {:<10} {:>16} {:>12}", "layer", "op", "output", "params");
+    for row in network.summary()? {
+        println!("{:<14} {:<10} {:>16} {:>12}", row.name, row.layer.kind(), row.output.to_string(), thousands(row.params));
+    }
+    println!("{:<14} {:<10} {:>16} {:>12}", "total", "", "", thousands(network.param_count()?));
+    println!("forward: {:.1} MFLOP per image", network.forward_flops()? as f64 / 1e6);
+    Ok(())
+}
+
+fn thousands(n: usize) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, ch) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+fn default_epochs(model: &str) -> u64 {
+    match model {
+        "fc3" => 5,
+        "convnet4" => 3,
+        _ => 10,
+    }
+}
+
+fn cmd_train(args: TrainArgs) -> Result<()> {
+    let network = presets::by_name(&args.model).expect("clap checked the name");
+    if args.summary {
+        return print_summary(&network);
+    }
+    set_threads(&args.data)?;
+    let kind: OptimizerKind = args.optimizer.parse().map_err(anyhow::Error::msg)?;
+    let init: InitChoice = args.init.parse().map_err(anyhow::Error::msg)?;
+    let schedule: Schedule = args.schedule.parse().map_err(anyhow::Error::msg)?;
+    let length = match (args.steps, args.epochs) {
+        (Some(steps), _) => Length::Steps(steps),
+        (None, Some(epochs)) => Length::Epochs(epochs),
+        (None, None) => Length::Epochs(default_epochs(&args.model)),
+    };
+    let config = TrainConfig {
+        length,
+        batch: args.batch as usize,
+        lr: args.lr.unwrap_or(kind.default_lr()),
+        optimizer: OptimizerConfig::new(kind),
+        schedule,
+        seed: args.seed,
+        augment_shift: args.augment,
+    };
+    let data = load_data(&args.data)?;
+    let mut model = Model::new(network, init, args.seed)?;
+    let total = config.total_steps(data.train.len());
+    println!(
+        "Model: {} ({} parameters), init {init}, {kind} lr {} ({schedule}), batch {}, {} steps{}, augment ±{} px, seed {}",
+        model.network.name,
+        thousands(model.network.param_count()?),
+        config.lr,
+        config.batch,
+        total,
+        match length {
+            Length::Epochs(e) => format!(" = {e} epochs"),
+            Length::Steps(_) => String::new(),
+        },
+        config.augment_shift,
+        config.seed,
+    );
+    println!("Data: {} ({} training, {} test images)", data.dir.display(), data.train.len(), data.test.len());
+
+    let bar = progress_bar(total);
+    let print_every = args.print_every;
+    let mut log = |r: &StepReport| {
+        if r.step % print_every == 0 || r.step == r.total_steps {
+            let line = format!(
+                "Step {:>6}  epoch {:>3}  Cost: {:.4}  Accuracy: {:.2} %  lr {:.2e}",
+                r.step,
+                r.epoch + 1,
+                r.cost,
+                r.accuracy * 100.0,
+                r.lr
+            );
+            match &bar {
+                Some(bar) => bar.println(line),
+                None => println!("{line}"),
+            }
+        }
+        if let Some(bar) = &bar {
+            bar.set_position(r.step);
+        }
+    };
+    let summary = train::train(&mut model, &data, &config, &mut log)?;
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    println!(
+        "Trained {} steps in {:.1} s ({:.0} images/s)",
+        summary.steps,
+        summary.train_seconds,
+        summary.images_seen as f64 / summary.train_seconds
+    );
+    println!("Test cost: {:.4}", summary.test.cost);
+    println!("Test accuracy: {:.2} %", summary.test.accuracy * 100.0);
+    print_mistakes(&summary.test, &data, args.show_mistakes);
+    if let Some(path) = &args.save {
+        weights::save(path, &model, summary.steps)?;
+        println!("Saved weights to {}", path.display());
+    }
+    Ok(())
+}
+
+fn progress_bar(total: u64) -> Option<ProgressBar> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} steps, {per_sec}, eta {eta}").expect("valid template"),
+    );
+    Some(bar)
+}
+
+fn print_mistakes(evaluation: &eval::Evaluation, data: &Mnist, count: usize) {
+    if count == 0 {
+        return;
+    }
+    let wrong: Vec<usize> = evaluation.mistakes(&data.test).collect();
+    println!("Wrong on {} of {} test digits; the first {}:", wrong.len(), evaluation.total, count.min(wrong.len()));
+    for &i in wrong.iter().take(count) {
+        println!("  test #{i:>5}: label {}, predicted {}", data.test.labels[i], evaluation.predictions[i]);
+    }
+}
+
+fn cmd_eval(args: EvalArgs) -> Result<()> {
+    set_threads(&args.data)?;
+    let (model, step) = weights::load(&args.weights)?;
+    let data = load_data(&args.data)?;
+    let started = Instant::now();
+    let mut ws = kiln_train::model::Workspace::new();
+    let evaluation = eval::evaluate(&model, &mut ws, &data.test);
+    println!("Model: {} from {} (step {step})", model.network.name, args.weights.display());
+    println!("Test cost: {:.4}", evaluation.cost);
+    println!("Test accuracy: {:.2} %", evaluation.accuracy * 100.0);
+    println!("Evaluated {} images in {:.1} s", evaluation.total, started.elapsed().as_secs_f64());
+    print_mistakes(&evaluation, &data, args.show_mistakes);
+    Ok(())
+}
+
+fn cmd_bench_train(args: BenchTrainArgs) -> Result<()> {
+    set_threads(&args.data)?;
+    let network = presets::by_name(&args.model).expect("clap checked the name");
+    let kind: OptimizerKind = args.optimizer.parse().map_err(anyhow::Error::msg)?;
+    let data = load_data(&args.data)?;
+    let flops = network.forward_flops()? as f64;
+    let mut model = Model::new(network, InitChoice::Default, 1)?;
+    let config = TrainConfig {
+        length: Length::Steps(args.warmup + args.steps),
+        batch: args.batch as usize,
+        lr: kind.default_lr(),
+        optimizer: OptimizerConfig::new(kind),
+        schedule: Schedule::Constant,
+        seed: 1,
+        augment_shift: 0,
+    };
+    let mut trainer = Trainer::new(&mut model, &data.train, &config)?;
+    for _ in 0..args.warmup {
+        trainer.step()?;
+    }
+    let mut times = Vec::with_capacity(args.steps as usize);
+    let mut images = 0;
+    for _ in 0..args.steps {
+        let t = Instant::now();
+        images += trainer.step()?.images;
+        times.push(t.elapsed().as_secs_f64());
+    }
+    let total: f64 = times.iter().sum();
+    times.sort_by(f64::total_cmp);
+    let median = times[times.len() / 2];
+    let ips = images as f64 / total;
+    println!(
+        "bench train: model {} batch {} threads {}: {:.1} images/s (mean over {} steps), median step {:.3} s, {:.1} GFLOP/s (3x forward FLOPs)",
+        args.model,
+        args.batch,
+        rayon::current_num_threads(),
+        ips,
+        args.steps,
+        median,
+        ips * 3.0 * flops / 1e9
+    );
+    Ok(())
+}
