@@ -1,1 +1,259 @@
-fn main(){}
+//! End-to-end tests of the `kiln` command line: real processes, the real bundled MNIST files.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn kiln(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(args)
+        .current_dir(repo())
+        .env("RAYON_NUM_THREADS", "2")
+        .output()
+        .expect("kiln runs")
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Runs kiln, expects failure, returns stderr.
+fn fails(args: &[&str]) -> String {
+    let out = kiln(args);
+    assert!(!out.status.success(), "kiln {args:?} should fail; stdout:\n{}", stdout(&out));
+    let err = stderr(&out);
+    assert!(!err.contains("panicked"), "kiln {args:?} panicked:\n{err}");
+    err
+}
+
+/// Runs kiln, expects success, returns stdout.
+fn succeeds(args: &[&str]) -> String {
+    let out = kiln(args);
+    assert!(out.status.success(), "kiln {args:?} failed:\n{}\n{}", stdout(&out), stderr(&out));
+    stdout(&out)
+}
+
+/// A scratch directory unique to one test.
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("kiln-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn gunzip(path: &Path) -> Vec<u8> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(std::fs::File::open(path).unwrap()).read_to_end(&mut out).unwrap();
+    out
+}
+
+/// Writes a raw (uncompressed) MNIST directory holding the first `train` and `test` bundled examples.
+fn small_mnist(name: &str, train: u32, test: u32) -> PathBuf {
+    let dir = scratch(name);
+    let src = repo().join("data/mnist");
+    for (prefix, count) in [("train", train), ("t10k", test)] {
+        let images = gunzip(&src.join(format!("{prefix}-images-idx3-ubyte.gz")));
+        let labels = gunzip(&src.join(format!("{prefix}-labels-idx1-ubyte.gz")));
+        let mut img = images[..16 + 784 * count as usize].to_vec();
+        img[4..8].copy_from_slice(&count.to_be_bytes());
+        let mut lab = labels[..8 + count as usize].to_vec();
+        lab[4..8].copy_from_slice(&count.to_be_bytes());
+        std::fs::write(dir.join(format!("{prefix}-images-idx3-ubyte")), img).unwrap();
+        std::fs::write(dir.join(format!("{prefix}-labels-idx1-ubyte")), lab).unwrap();
+    }
+    dir
+}
+
+/// The value after `key` on the line that starts with `key`, e.g. `Test accuracy: 97.1 %`.
+fn figure(text: &str, key: &str) -> f64 {
+    let line = text.lines().find(|l| l.starts_with(key)).unwrap_or_else(|| panic!("no '{key}' in:\n{text}"));
+    line[key.len()..].trim().trim_end_matches('%').trim().parse().unwrap()
+}
+
+/// The `Cost:` figures of the per-step lines, in order.
+fn batch_costs(text: &str) -> Vec<f64> {
+    text.lines()
+        .filter_map(|l| l.split("Cost:").nth(1))
+        .map(|rest| rest.split_whitespace().next().unwrap().parse().unwrap())
+        .collect()
+}
+
+#[test]
+fn summary_prints_the_parameter_totals() {
+    for (model, total) in [("fc3", "648,010"), ("convnet4", "321,738"), ("vgg", "16,067,786")] {
+        let out = succeeds(&["train", "--model", model, "--summary"]);
+        let last = out.lines().find(|l| l.starts_with("total")).unwrap();
+        assert!(last.ends_with(total), "{model}: {last}");
+    }
+    let out = succeeds(&["train", "--model", "vgg", "--summary"]);
+    assert!(out.contains("[2, 2, 512]") && out.contains("8,392,704"), "{out}");
+}
+
+#[test]
+fn unknown_names_list_the_valid_ones() {
+    let err = fails(&["train", "--model", "resnet"]);
+    assert!(err.contains("fc3") && err.contains("convnet4") && err.contains("vgg"), "{err}");
+    let err = fails(&["train", "--model", "fc3", "--init", "glorot"]);
+    assert!(err.contains("he") && err.contains("xavier") && err.contains("normal-0.01"), "{err}");
+    let err = fails(&["train", "--model", "fc3", "--optimizer", "rmsprop"]);
+    assert!(err.contains("sgd") && err.contains("momentum") && err.contains("adam"), "{err}");
+}
+
+#[test]
+fn non_positive_settings_are_rejected() {
+    for (flag, value) in [("--batch", "0"), ("--batch", "-3"), ("--lr", "0"), ("--lr", "-0.1"), ("--lr", "nan")] {
+        let err = fails(&["train", "--model", "fc3", flag, value]);
+        assert!(err.contains(flag), "{flag} {value}: {err}");
+    }
+    for flag in ["--steps", "--epochs"] {
+        let err = fails(&["train", "--model", "fc3", flag, "0"]);
+        assert!(err.contains(flag), "{flag}: {err}");
+    }
+}
+
+#[test]
+fn bad_data_files_are_named_in_the_error() {
+    let missing = scratch("missing");
+    let err = fails(&["train", "--model", "fc3", "--steps", "1", "--data", missing.to_str().unwrap()]);
+    assert!(err.contains("training images") && err.contains(missing.to_str().unwrap()), "{err}");
+
+    let err = fails(&["train", "--model", "fc3", "--steps", "1", "--data", "/nonexistent/kiln-data"]);
+    assert!(err.contains("/nonexistent/kiln-data") && err.contains("not a directory"), "{err}");
+
+    // Truncated raw file.
+    let dir = small_mnist("truncated", 100, 100);
+    let path = dir.join("train-images-idx3-ubyte");
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() - 10]).unwrap();
+    let err = fails(&["train", "--model", "fc3", "--steps", "1", "--data", dir.to_str().unwrap()]);
+    assert!(err.contains("train-images-idx3-ubyte") && err.contains("truncated"), "{err}");
+
+    // Truncated gzip file.
+    let dir = scratch("truncated-gz");
+    for name in ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"] {
+        std::fs::copy(repo().join("data/mnist").join(name), dir.join(name)).unwrap();
+    }
+    let path = dir.join("t10k-images-idx3-ubyte.gz");
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    let err = fails(&["train", "--model", "fc3", "--steps", "1", "--data", dir.to_str().unwrap()]);
+    assert!(err.contains("t10k-images-idx3-ubyte.gz") && err.contains("gzip"), "{err}");
+
+    // Wrong magic number: a labels file where the images should be.
+    let dir = small_mnist("magic", 100, 100);
+    std::fs::copy(dir.join("train-labels-idx1-ubyte"), dir.join("train-images-idx3-ubyte")).unwrap();
+    let err = fails(&["train", "--model", "fc3", "--steps", "1", "--data", dir.to_str().unwrap()]);
+    assert!(err.contains("train-images-idx3-ubyte") && err.contains("wrong magic number 0x00000801"), "{err}");
+
+    // Count mismatch: 100 images, 99 labels.
+    let dir = small_mnist("count", 100, 100);
+    let path = dir.join("t10k-labels-idx1-ubyte");
+    let mut labels = std::fs::read(&path).unwrap();
+    labels.pop();
+    labels[4..8].copy_from_slice(&99u32.to_be_bytes());
+    std::fs::write(&path, labels).unwrap();
+    let err = fails(&["train", "--model", "fc3", "--steps", "1", "--data", dir.to_str().unwrap()]);
+    assert!(err.contains("100 images") && err.contains("99 labels") && err.contains("t10k-labels-idx1-ubyte"), "{err}");
+}
+
+#[test]
+fn divergence_stops_with_the_step() {
+    let dir = small_mnist("diverge", 640, 100);
+    let err = fails(&[
+        "train", "--model", "fc3", "--init", "normal", "--optimizer", "sgd", "--lr", "1e30", "--steps", "20", "--data",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(err.contains("diverged at step"), "{err}");
+}
+
+/// Post 6: N(0,1) weights give a huge cost; N(0,1)×0.01 weights leave the network stuck at ln 10.
+#[test]
+fn post_six_initialisation_failures_reproduce() {
+    let dir = small_mnist("post6", 2000, 500);
+    let data = dir.to_str().unwrap();
+    let base = ["train", "--model", "convnet4", "--optimizer", "sgd", "--lr", "0.01", "--schedule", "constant"];
+
+    let mut args = base.to_vec();
+    args.extend(["--init", "normal", "--steps", "5", "--print-every", "1", "--augment", "0", "--data", data]);
+    let out = succeeds(&args);
+    let first_cost = batch_costs(&out)[0];
+    assert!(first_cost > 1000.0, "N(0,1) init should give a huge cost, got {first_cost}\n{out}");
+
+    let mut args = base.to_vec();
+    args.extend(["--init", "normal-0.01", "--steps", "60", "--data", data]);
+    let out = succeeds(&args);
+    let cost = figure(&out, "Test cost:");
+    let accuracy = figure(&out, "Test accuracy:");
+    assert!((cost - 2.3026).abs() < 0.002, "N(0,1)x0.01 init should sit at cost ln 10, got {cost}\n{out}");
+    assert!(accuracy < 20.0, "N(0,1)x0.01 init should stay near chance, got {accuracy}%\n{out}");
+}
+
+#[test]
+fn same_seed_same_weights_bit_for_bit_and_eval_agrees() {
+    let dir = small_mnist("determinism", 1000, 300);
+    let data = dir.to_str().unwrap();
+    let out_dir = scratch("determinism-out");
+    let mut runs = Vec::new();
+    for name in ["a", "b"] {
+        let path = out_dir.join(format!("{name}.safetensors"));
+        let out = succeeds(&[
+            "train", "--model", "convnet4", "--steps", "12", "--batch", "32", "--seed", "9", "--data", data, "--save",
+            path.to_str().unwrap(),
+        ]);
+        runs.push((std::fs::read(&path).unwrap(), figure(&out, "Test accuracy:"), path));
+    }
+    assert!(runs[0].0 == runs[1].0, "two runs with the same seed saved different weights");
+    let other = out_dir.join("c.safetensors");
+    succeeds(&[
+        "train", "--model", "convnet4", "--steps", "12", "--batch", "32", "--seed", "10", "--data", data, "--save",
+        other.to_str().unwrap(),
+    ]);
+    assert!(std::fs::read(&other).unwrap() != runs[0].0, "a different seed should give different weights");
+
+    // `kiln eval` rebuilds the network from the file alone and gets the same test accuracy.
+    let out = succeeds(&["eval", runs[0].2.to_str().unwrap(), "--data", data]);
+    assert_eq!(figure(&out, "Test accuracy:"), runs[0].1, "{out}");
+    assert!(out.contains("convnet4"), "{out}");
+}
+
+#[test]
+fn eval_reports_bad_weight_files() {
+    let dir = scratch("bad-weights");
+    let path = dir.join("junk.safetensors");
+    std::fs::write(&path, b"\x10\x00\x00\x00\x00\x00\x00\x00{not json").unwrap();
+    let err = fails(&["eval", path.to_str().unwrap()]);
+    assert!(err.contains("junk.safetensors"), "{err}");
+    let err = fails(&["eval", dir.join("absent.safetensors").to_str().unwrap()]);
+    assert!(err.contains("absent.safetensors"), "{err}");
+}
+
+/// FC3 learns on a slice of the real data: a short run must beat chance by far.
+#[test]
+fn fc3_learns_on_real_digits() {
+    let dir = small_mnist("fc3", 3000, 1000);
+    let out = succeeds(&["train", "--model", "fc3", "--epochs", "2", "--data", dir.to_str().unwrap()]);
+    assert!(out.contains("Cost:") && out.contains("Accuracy:"), "{out}");
+    let accuracy = figure(&out, "Test accuracy:");
+    assert!(accuracy > 85.0, "fc3 reached only {accuracy}%\n{out}");
+}
+
+/// Any directory with the four standard names works: Fashion-MNIST from Debian's dataset-fashion-mnist.
+#[test]
+fn fashion_mnist_loads_when_installed() {
+    let dir = Path::new("/usr/share/datasets/fashion-mnist");
+    if !dir.is_dir() {
+        eprintln!("skipped: {} not installed (apt-get install dataset-fashion-mnist)", dir.display());
+        return;
+    }
+    let out = succeeds(&["train", "--model", "fc3", "--steps", "30", "--data", dir.to_str().unwrap()]);
+    assert!(out.contains("60000 training, 10000 test images"), "{out}");
+    assert!(figure(&out, "Test accuracy:") > 50.0, "{out}");
+}

@@ -1,5 +1,7 @@
 //! A network with its parameters, and the forward and backward passes over the whole of it.
 
+use std::time::Instant;
+
 use kiln_core::network::{Layer, NetworkError, Shape};
 
 use crate::init::InitChoice;
@@ -33,13 +35,22 @@ pub struct Workspace {
     batch: usize,
     /// `acts[i]`: input of layer `i`, `[batch, shapes[i]]`; `acts[layers]` holds the logits.
     acts: Vec<Vec<f32>>,
-    /// Per conv layer: its im2col matrix `[batch*h*w, 9*cin]` (empty for other layers).
-    cols: Vec<Vec<f32>>,
+    /// im2col scratch shared by every conv layer: one chunk of images at a time.
+    col: Vec<f32>,
     /// Per pool layer: the winners `[batch, h/2, w/2, c]`.
     argmax: Vec<Vec<u8>>,
     /// Ping-pong gradient buffers, `[batch * largest activation]` each.
     grad_a: Vec<f32>,
     grad_b: Vec<f32>,
+    /// Per layer: seconds spent in forward and backward, summed, when profiling is on.
+    timings: Option<Vec<LayerTiming>>,
+}
+
+/// Time spent in one layer, summed over the passes since profiling was turned on.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct LayerTiming {
+    pub forward: f64,
+    pub backward: f64,
 }
 
 impl Model {
@@ -88,6 +99,7 @@ impl Model {
         ws.prepare(self, batch);
         ws.acts[0][..input.len()].copy_from_slice(input);
         for (i, layer) in self.network.layers.iter().enumerate() {
+            let started = ws.timings.is_some().then(Instant::now);
             let (before, after) = ws.acts.split_at_mut(i + 1);
             let (x, y) = (&before[i][..], &mut after[0][..]);
             let Shape { h, w, c } = self.shapes[i];
@@ -102,7 +114,7 @@ impl Model {
                         x,
                         &self.params[p].data,
                         &self.params[p + 1].data,
-                        &mut ws.cols[i],
+                        &mut ws.col,
                         y,
                     );
                 }
@@ -113,6 +125,9 @@ impl Model {
                 }
                 Layer::Relu => relu::forward(x, y),
                 Layer::Flatten => y.copy_from_slice(x),
+            }
+            if let (Some(t), Some(started)) = (ws.timings.as_mut(), started) {
+                t[i].forward += started.elapsed().as_secs_f64();
             }
         }
         &ws.acts[self.network.layers.len()][..batch * self.classes()]
@@ -132,6 +147,7 @@ impl Model {
             let Shape { h, w, c } = self.shapes[i];
             let (in_len, out_len) = (n * self.shapes[i].len(), n * self.shapes[i + 1].len());
             let want_input_grad = i > first_param;
+            let started = ws.timings.is_some().then(Instant::now);
             let dout = &grad[..out_len];
             let dinput = &mut spare[..in_len];
             let mut swapped = true;
@@ -143,9 +159,10 @@ impl Model {
                     let p = self.param_of[i].expect("conv has parameters");
                     let (gw, gb) = grads.split_at_mut(p + 1);
                     Conv2d { n, h, w, cin: c, cout: filters }.backward(
-                        &mut ws.cols[i],
+                        &ws.acts[i][..in_len],
                         dout,
                         &self.params[p].data,
+                        &mut ws.col,
                         &mut gw[p],
                         &mut gb[0],
                         want_input_grad.then_some(dinput),
@@ -173,6 +190,9 @@ impl Model {
             }
             if swapped {
                 std::mem::swap(&mut grad, &mut spare);
+            }
+            if let (Some(t), Some(started)) = (ws.timings.as_mut(), started) {
+                t[i].backward += started.elapsed().as_secs_f64();
             }
         }
         ws.grad_a = grad;
@@ -203,12 +223,21 @@ impl Workspace {
         Self::default()
     }
 
+    /// Starts (or restarts) timing every layer's forward and backward pass.
+    pub fn start_profiling(&mut self, layers: usize) {
+        self.timings = Some(vec![LayerTiming::default(); layers]);
+    }
+
+    /// Per-layer times since [`Workspace::start_profiling`], if it was called.
+    pub fn timings(&self) -> Option<&[LayerTiming]> {
+        self.timings.as_deref()
+    }
+
     /// Sizes every buffer for `batch` images (reusing memory when the batch shrinks).
     fn prepare(&mut self, model: &Model, batch: usize) {
         let layers = &model.network.layers;
         if self.acts.len() != layers.len() + 1 {
             self.acts = vec![Vec::new(); layers.len() + 1];
-            self.cols = vec![Vec::new(); layers.len()];
             self.argmax = vec![Vec::new(); layers.len()];
         }
         self.batch = batch;
@@ -217,14 +246,19 @@ impl Workspace {
             largest = largest.max(shape.len());
             self.acts[i].resize(batch * shape.len(), 0.0);
         }
+        let mut col_len = 0;
         for (i, layer) in layers.iter().enumerate() {
             let input = model.shapes[i];
-            match layer {
-                Layer::Conv2d { .. } => self.cols[i].resize(batch * input.h * input.w * 9 * input.c, 0.0),
+            match *layer {
+                Layer::Conv2d { filters } => {
+                    let conv = Conv2d { n: batch, h: input.h, w: input.w, cin: input.c, cout: filters };
+                    col_len = col_len.max(conv.col_len());
+                }
                 Layer::MaxPool => self.argmax[i].resize(batch * input.len() / 4, 0),
                 _ => {}
             }
         }
+        self.col.resize(col_len, 0.0);
         self.grad_a.resize(batch * largest, 0.0);
         self.grad_b.resize(batch * largest, 0.0);
     }

@@ -20,6 +20,26 @@ pub fn by_name(name: &str) -> Option<Network> {
     }
 }
 
+/// The defaults that won on the bundled data (docs/BENCHMARKS.md lists the runs behind them).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Recipe {
+    pub epochs: u64,
+    /// Learning rate when the optimizer is Adam (others use [`crate::optim::OptimizerKind::default_lr`]).
+    pub adam_lr: f32,
+    /// Random shift of up to this many pixels.
+    pub augment_shift: usize,
+}
+
+/// The default recipe for a preset; `None` for unknown names.
+pub fn recipe(name: &str) -> Option<Recipe> {
+    match name {
+        "fc3" => Some(Recipe { epochs: 5, adam_lr: 0.002, augment_shift: 1 }),
+        "convnet4" => Some(Recipe { epochs: 3, adam_lr: 0.001, augment_shift: 2 }),
+        "vgg" => Some(Recipe { epochs: 10, adam_lr: 0.001, augment_shift: 2 }),
+        _ => None,
+    }
+}
+
 /// Post 3: 784 → 500 ReLU → 500 ReLU → 10. 648,010 parameters.
 pub fn fc3() -> Network {
     use Layer::*;

@@ -266,6 +266,16 @@ impl<'a> Trainer<'a> {
         })
     }
 
+    /// The training buffers (for profiling).
+    pub fn workspace_mut(&mut self) -> &mut Workspace {
+        &mut self.ws
+    }
+
+    /// The network being trained.
+    pub fn network(&self) -> &crate::network::Network {
+        &self.model.network
+    }
+
     /// Evaluates the model as it stands on `data`, reusing the training buffers.
     pub fn evaluate(&mut self, data: &Dataset) -> Evaluation {
         evaluate(self.model, &mut self.ws, data)

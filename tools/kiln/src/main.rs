@@ -61,7 +61,7 @@ struct TrainArgs {
     /// Images per update.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
     batch: u32,
-    /// Learning rate [default: 0.001 for adam, 0.01 for sgd and momentum].
+    /// Learning rate [default: adam 0.002 for fc3 and 0.001 otherwise; sgd and momentum 0.01].
     #[arg(long, value_parser = positive_f32)]
     lr: Option<f32>,
     #[arg(long, default_value = "adam", value_parser = clap::builder::PossibleValuesParser::new(optim::NAMES))]
@@ -72,9 +72,9 @@ struct TrainArgs {
     /// Learning-rate schedule.
     #[arg(long, default_value = "cosine", value_parser = clap::builder::PossibleValuesParser::new(train::SCHEDULE_NAMES))]
     schedule: String,
-    /// Shift each training image by a random 0..=N pixels on each axis (0: no augmentation).
-    #[arg(long, default_value_t = 2)]
-    augment: usize,
+    /// Shift each training image by a random 0..=N pixels on each axis; 0 turns it off [default: fc3 1, others 2].
+    #[arg(long)]
+    augment: Option<usize>,
     /// Seed for initialisation, data order and augmentation.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -122,6 +122,9 @@ struct BenchTrainArgs {
     warmup: u64,
     #[arg(long, default_value = "adam", value_parser = clap::builder::PossibleValuesParser::new(optim::NAMES))]
     optimizer: String,
+    /// Also print the time each layer takes, forward and backward.
+    #[arg(long)]
+    profile: bool,
     #[command(flatten)]
     data: DataArgs,
 }
@@ -200,14 +203,6 @@ fn thousands(n: usize) -> String {
     out
 }
 
-fn default_epochs(model: &str) -> u64 {
-    match model {
-        "fc3" => 5,
-        "convnet4" => 3,
-        _ => 10,
-    }
-}
-
 fn cmd_train(args: TrainArgs) -> Result<()> {
     let network = presets::by_name(&args.model).expect("clap checked the name");
     if args.summary {
@@ -217,19 +212,21 @@ fn cmd_train(args: TrainArgs) -> Result<()> {
     let kind: OptimizerKind = args.optimizer.parse().map_err(anyhow::Error::msg)?;
     let init: InitChoice = args.init.parse().map_err(anyhow::Error::msg)?;
     let schedule: Schedule = args.schedule.parse().map_err(anyhow::Error::msg)?;
+    let recipe = presets::recipe(&args.model).expect("clap checked the name");
     let length = match (args.steps, args.epochs) {
         (Some(steps), _) => Length::Steps(steps),
         (None, Some(epochs)) => Length::Epochs(epochs),
-        (None, None) => Length::Epochs(default_epochs(&args.model)),
+        (None, None) => Length::Epochs(recipe.epochs),
     };
+    let default_lr = if kind == OptimizerKind::Adam { recipe.adam_lr } else { kind.default_lr() };
     let config = TrainConfig {
         length,
         batch: args.batch as usize,
-        lr: args.lr.unwrap_or(kind.default_lr()),
+        lr: args.lr.unwrap_or(default_lr),
         optimizer: OptimizerConfig::new(kind),
         schedule,
         seed: args.seed,
-        augment_shift: args.augment,
+        augment_shift: args.augment.unwrap_or(recipe.augment_shift),
     };
     let data = load_data(&args.data)?;
     let mut model = Model::new(network, init, args.seed)?;
@@ -348,6 +345,10 @@ fn cmd_bench_train(args: BenchTrainArgs) -> Result<()> {
     for _ in 0..args.warmup {
         trainer.step()?;
     }
+    if args.profile {
+        let layers = trainer.network().layers.len();
+        trainer.workspace_mut().start_profiling(layers);
+    }
     let mut times = Vec::with_capacity(args.steps as usize);
     let mut images = 0;
     for _ in 0..args.steps {
@@ -369,5 +370,15 @@ fn cmd_bench_train(args: BenchTrainArgs) -> Result<()> {
         median,
         ips * 3.0 * flops / 1e9
     );
+    let names = trainer.network().layer_names();
+    if let Some(timings) = trainer.workspace_mut().timings() {
+        let per_step = |secs: f64| secs * 1e3 / args.steps as f64;
+        println!("{:<14} {:>12} {:>12}   (ms per step)", "layer", "forward", "backward");
+        for (name, t) in names.iter().zip(timings) {
+            println!("{name:<14} {:>12.2} {:>12.2}", per_step(t.forward), per_step(t.backward));
+        }
+        let (f, b): (f64, f64) = timings.iter().fold((0.0, 0.0), |(f, b), t| (f + t.forward, b + t.backward));
+        println!("{:<14} {:>12.2} {:>12.2}   step median {:.2}", "total", per_step(f), per_step(b), median * 1e3);
+    }
     Ok(())
 }

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The whole test suite: unit, gradient-check, parity and end-to-end CLI tests, plus kiln-core's
+# no_std cross builds. Installs the Rust targets it needs. Run from anywhere.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+for target in wasm32-unknown-unknown thumbv7em-none-eabihf; do
+  rustup target list --installed | grep -qx "$target" || rustup target add "$target"
+done
+
+echo "== kiln-core builds for wasm32 and bare-metal Arm (no_std, no alloc)"
+cargo build -p kiln-core --target wasm32-unknown-unknown --release
+cargo build -p kiln-core --target thumbv7em-none-eabihf --release
+
+echo "== tests"
+cargo test --workspace --release
