@@ -27,13 +27,18 @@ pub struct Model {
     shapes: Vec<Shape>,
     /// `param_of[i]`: index in `params` of layer `i`'s weights, if it has any.
     param_of: Vec<Option<usize>>,
+    /// `buffer_of[i]`: which workspace buffer holds the input of layer `i` (`i == layers` for the logits).
+    /// ReLU and flatten work in place, so their output shares their input's buffer: that saves a copy of
+    /// every conv's output per step, and nothing needs a pre-ReLU value (conv and dense backward read
+    /// their input, ReLU backward its output, pooling its winners).
+    buffer_of: Vec<usize>,
 }
 
 /// Buffers for one batch size: the activations kept for the backward pass and two gradient buffers.
 #[derive(Debug, Default)]
 pub struct Workspace {
     batch: usize,
-    /// `acts[i]`: input of layer `i`, `[batch, shapes[i]]`; `acts[layers]` holds the logits.
+    /// Activation buffers: the input of layer `i` is `acts[model.buffer_of[i]]`, `[batch, shapes[i]]`.
     acts: Vec<Vec<f32>>,
     /// im2col scratch shared by every conv layer: one chunk of images at a time.
     col: Vec<f32>,
@@ -82,7 +87,12 @@ impl Model {
             params.push(Tensor { name: format!("{}/weights", p.scope), dims: p.weight_dims, data: vec![0.0; weights_len] });
             params.push(Tensor { name: format!("{}/bias", p.scope), data: vec![0.0; p.bias_dims[0]], dims: p.bias_dims });
         }
-        Ok(Model { network, params, shapes, param_of })
+        let mut buffer_of = vec![0];
+        for layer in &network.layers {
+            let last = *buffer_of.last().expect("starts with the input");
+            buffer_of.push(if matches!(layer, Layer::Relu | Layer::Flatten) { last } else { last + 1 });
+        }
+        Ok(Model { network, params, shapes, param_of, buffer_of })
     }
 
     pub fn input_shape(&self) -> Shape {
@@ -100,10 +110,21 @@ impl Model {
         ws.acts[0][..input.len()].copy_from_slice(input);
         for (i, layer) in self.network.layers.iter().enumerate() {
             let started = ws.timings.is_some().then(Instant::now);
-            let (before, after) = ws.acts.split_at_mut(i + 1);
-            let (x, y) = (&before[i][..], &mut after[0][..]);
             let Shape { h, w, c } = self.shapes[i];
             let n = batch;
+            let (from, to) = (self.buffer_of[i], self.buffer_of[i + 1]);
+            if from == to {
+                // In place: ReLU, or flatten (nothing to do).
+                if *layer == Layer::Relu {
+                    relu::forward_in_place(&mut ws.acts[to][..n * self.shapes[i].len()]);
+                }
+                if let (Some(t), Some(started)) = (ws.timings.as_mut(), started) {
+                    t[i].forward += started.elapsed().as_secs_f64();
+                }
+                continue;
+            }
+            let (before, after) = ws.acts.split_at_mut(to);
+            let (x, y) = (&before[from][..], &mut after[0][..]);
             match *layer {
                 Layer::Pad { top, bottom, left, right } => {
                     Pad { n, h, w, c, top, bottom, left, right }.forward(x, y);
@@ -123,14 +144,13 @@ impl Model {
                     let p = self.param_of[i].expect("dense has parameters");
                     Dense { n, cin: c, cout: units }.forward(x, &self.params[p].data, &self.params[p + 1].data, y);
                 }
-                Layer::Relu => relu::forward(x, y),
-                Layer::Flatten => y.copy_from_slice(x),
+                Layer::Relu | Layer::Flatten => unreachable!("ReLU and flatten run in place"),
             }
             if let (Some(t), Some(started)) = (ws.timings.as_mut(), started) {
                 t[i].forward += started.elapsed().as_secs_f64();
             }
         }
-        &ws.acts[self.network.layers.len()][..batch * self.classes()]
+        &ws.acts[self.buffer_of[self.network.layers.len()]][..batch * self.classes()]
     }
 
     /// Back-propagates `dlogits` (`[batch, classes]`) through the last [`Model::forward`] and writes the
@@ -159,7 +179,7 @@ impl Model {
                     let p = self.param_of[i].expect("conv has parameters");
                     let (gw, gb) = grads.split_at_mut(p + 1);
                     Conv2d { n, h, w, cin: c, cout: filters }.backward(
-                        &ws.acts[i][..in_len],
+                        &ws.acts[self.buffer_of[i]][..in_len],
                         dout,
                         &self.params[p].data,
                         &mut ws.col,
@@ -173,7 +193,7 @@ impl Model {
                     let p = self.param_of[i].expect("dense has parameters");
                     let (gw, gb) = grads.split_at_mut(p + 1);
                     Dense { n, cin: c, cout: units }.backward(
-                        &ws.acts[i][..in_len],
+                        &ws.acts[self.buffer_of[i]][..in_len],
                         dout,
                         &self.params[p].data,
                         &mut gw[p],
@@ -182,7 +202,7 @@ impl Model {
                     );
                 }
                 Layer::Relu => {
-                    relu::backward_in_place(&ws.acts[i + 1][..out_len], &mut grad[..out_len]);
+                    relu::backward_in_place(&ws.acts[self.buffer_of[i + 1]][..out_len], &mut grad[..out_len]);
                     swapped = false;
                 }
                 // Same bytes, same gradient.
@@ -236,15 +256,16 @@ impl Workspace {
     /// Sizes every buffer for `batch` images (reusing memory when the batch shrinks).
     fn prepare(&mut self, model: &Model, batch: usize) {
         let layers = &model.network.layers;
-        if self.acts.len() != layers.len() + 1 {
-            self.acts = vec![Vec::new(); layers.len() + 1];
+        let buffers = model.buffer_of[layers.len()] + 1;
+        if self.acts.len() != buffers || self.argmax.len() != layers.len() {
+            self.acts = vec![Vec::new(); buffers];
             self.argmax = vec![Vec::new(); layers.len()];
         }
         self.batch = batch;
         let mut largest = 0;
         for (i, shape) in model.shapes.iter().enumerate() {
             largest = largest.max(shape.len());
-            self.acts[i].resize(batch * shape.len(), 0.0);
+            self.acts[model.buffer_of[i]].resize(batch * shape.len(), 0.0);
         }
         let mut col_len = 0;
         for (i, layer) in layers.iter().enumerate() {

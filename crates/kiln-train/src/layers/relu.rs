@@ -13,6 +13,15 @@ pub fn forward(input: &[f32], output: &mut [f32]) {
     });
 }
 
+/// In place: `values = max(values, 0)`.
+pub fn forward_in_place(values: &mut [f32]) {
+    values.par_chunks_mut(CHUNK).for_each(|chunk| {
+        for v in chunk {
+            *v = v.max(0.0);
+        }
+    });
+}
+
 /// In place on the gradient: `grad *= (output > 0)`.
 /// - `output`: the forward output
 /// - `grad`:   the gradient at the output on entry, at the input on return
