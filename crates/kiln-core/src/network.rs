@@ -42,11 +42,7 @@ impl Shape {
 
 impl fmt::Display for Shape {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.is_flat() {
-            write!(f, "[{}]", self.c)
-        } else {
-            write!(f, "[{}, {}, {}]", self.h, self.w, self.c)
-        }
+        if self.is_flat() { write!(f, "[{}]", self.c) } else { write!(f, "[{}, {}, {}]", self.h, self.w, self.c) }
     }
 }
 
@@ -198,10 +194,7 @@ pub fn infer(layers: &[Layer], input: Shape) -> Result<Shape, NetworkError> {
     if input.checked_len().unwrap_or(0) == 0 {
         return Err(NetworkError::ZeroSize { layer: 0 });
     }
-    layers
-        .iter()
-        .enumerate()
-        .try_fold(input, |shape, (i, layer)| layer.output_shape(i, shape))
+    layers.iter().enumerate().try_fold(input, |shape, (i, layer)| layer.output_shape(i, shape))
 }
 
 /// The largest per-image activation along the network, input and output included: the size of

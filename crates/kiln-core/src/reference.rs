@@ -137,8 +137,16 @@ mod tests {
         let layers = [Layer::Flatten, Layer::Dense { units: 1 }, Layer::Relu];
         let params = [LayerParams { weights: &[1.0, 1.0, 1.0, -1.0], bias: &[0.5] }];
         let (mut a, mut b) = ([0.0; 8], [0.0; 8]);
-        let out = forward(&layers, Shape::new(2, 2, 1), 2, &[1.0, 2.0, 3.0, 4.0, 0.0, 0.0, 0.0, 9.0], &params, &mut a, &mut b)
-            .unwrap();
+        let out = forward(
+            &layers,
+            Shape::new(2, 2, 1),
+            2,
+            &[1.0, 2.0, 3.0, 4.0, 0.0, 0.0, 0.0, 9.0],
+            &params,
+            &mut a,
+            &mut b,
+        )
+        .unwrap();
         assert_eq!(out, &[2.5, 0.0]);
     }
 

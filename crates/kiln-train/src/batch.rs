@@ -7,7 +7,14 @@ use crate::data::Dataset;
 /// Fills `out` (`[indices.len(), rows, cols, 1]`) with the images at `indices`, scaled to [0, 1], and
 /// `labels` with their labels. With `shift > 0` and an `rng`, each image moves by a random whole number
 /// of pixels in `-shift..=shift` on each axis, filling with zero (background).
-pub fn fill(data: &Dataset, indices: &[usize], shift: usize, rng: Option<&mut dyn rand::RngCore>, out: &mut [f32], labels: &mut [u8]) {
+pub fn fill(
+    data: &Dataset,
+    indices: &[usize],
+    shift: usize,
+    rng: Option<&mut dyn rand::RngCore>,
+    out: &mut [f32],
+    labels: &mut [u8],
+) {
     let (rows, cols) = (data.rows, data.cols);
     let size = rows * cols;
     let mut rng = rng;

@@ -171,9 +171,15 @@ pub fn read_idx(path: &Path, rank: u8, what: &'static str) -> Result<(Vec<u32>, 
 }
 
 /// Validates an IDX byte buffer; returns the dimensions and the data slice.
-pub fn parse_idx<'b>(path: &Path, bytes: &'b [u8], rank: u8, what: &'static str) -> Result<(Vec<u32>, &'b [u8]), DataError> {
+pub fn parse_idx<'b>(
+    path: &Path,
+    bytes: &'b [u8],
+    rank: u8,
+    what: &'static str,
+) -> Result<(Vec<u32>, &'b [u8]), DataError> {
     let header_len = 4 + 4 * rank as usize;
-    let truncated = |expected: u64| DataError::Truncated { path: path.to_path_buf(), expected, found: bytes.len() as u64 };
+    let truncated =
+        |expected: u64| DataError::Truncated { path: path.to_path_buf(), expected, found: bytes.len() as u64 };
     if bytes.len() < 4 {
         return Err(truncated(header_len as u64));
     }

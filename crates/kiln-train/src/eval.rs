@@ -32,7 +32,7 @@ pub const EVAL_BATCH: usize = 100;
 pub fn evaluate(model: &Model, ws: &mut Workspace, data: &Dataset) -> Evaluation {
     let image_len = model.input_shape().len();
     let mut input = vec![0.0; EVAL_BATCH * image_len];
-    let mut labels = vec![0u8; EVAL_BATCH];
+    let mut labels = [0u8; EVAL_BATCH];
     let mut predictions = vec![0u8; data.len()];
     let mut cost_sum = 0.0f64;
     let mut correct = 0;

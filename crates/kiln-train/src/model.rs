@@ -84,8 +84,16 @@ impl Model {
         for p in network.param_layers()? {
             param_of[p.layer] = Some(params.len());
             let weights_len = p.weight_dims.iter().product();
-            params.push(Tensor { name: format!("{}/weights", p.scope), dims: p.weight_dims, data: vec![0.0; weights_len] });
-            params.push(Tensor { name: format!("{}/bias", p.scope), data: vec![0.0; p.bias_dims[0]], dims: p.bias_dims });
+            params.push(Tensor {
+                name: format!("{}/weights", p.scope),
+                dims: p.weight_dims,
+                data: vec![0.0; weights_len],
+            });
+            params.push(Tensor {
+                name: format!("{}/bias", p.scope),
+                data: vec![0.0; p.bias_dims[0]],
+                dims: p.bias_dims,
+            });
         }
         let mut buffer_of = vec![0];
         for layer in &network.layers {
@@ -226,7 +234,13 @@ impl Model {
 
     /// One forward pass plus the loss, without keeping gradients: returns the score and fills
     /// `predictions` (`[batch]`) with the argmax classes if given.
-    pub fn score(&self, ws: &mut Workspace, input: &[f32], labels: &[u8], predictions: Option<&mut [u8]>) -> loss::BatchScore {
+    pub fn score(
+        &self,
+        ws: &mut Workspace,
+        input: &[f32],
+        labels: &[u8],
+        predictions: Option<&mut [u8]>,
+    ) -> loss::BatchScore {
         let classes = self.classes();
         let logits = self.forward(ws, input, labels.len());
         if let Some(predictions) = predictions {
@@ -304,7 +318,8 @@ mod tests {
         let max = batch * kiln_core::network::max_activation_len(&model.network.layers, model.input_shape()).unwrap();
         let (mut a, mut b) = (vec![0.0; max], vec![0.0; max]);
         let slow =
-            reference::forward(&model.network.layers, model.input_shape(), batch, &input, &params, &mut a, &mut b).unwrap();
+            reference::forward(&model.network.layers, model.input_shape(), batch, &input, &params, &mut a, &mut b)
+                .unwrap();
         let scale = slow.iter().fold(0.0f32, |m, v| m.max(v.abs()));
         for (f, s) in fast.iter().zip(slow) {
             assert!((f - s).abs() <= 1e-4 * scale.max(1.0), "{}: {f} vs {s}", model.network.name);
@@ -358,13 +373,13 @@ mod tests {
         let mut grads: Vec<Vec<f32>> = model.param_lens().into_iter().map(|l| vec![0.0; l]).collect();
         model.backward(&mut ws, &dlogits, &mut grads);
 
-        for t in 0..model.params.len() {
+        for (t, grad) in grads.iter().enumerate() {
             let mut values = model.params[t].data.clone();
             let mut probe = model.clone();
             let name = model.params[t].name.clone();
             check_with_step(
                 &mut values,
-                &grads[t],
+                grad,
                 |v| {
                     probe.params[t].data.copy_from_slice(v);
                     let mut ws = Workspace::new();

@@ -184,7 +184,13 @@ fn bundled_dir() -> Option<PathBuf> {
 fn print_summary(network: &Network) -> Result<()> {
     println!("{:<14} {:<10} {:>16} {:>12}", "layer", "op", "output", "params");
     for row in network.summary()? {
-        println!("{:<14} {:<10} {:>16} {:>12}", row.name, row.layer.kind(), row.output.to_string(), thousands(row.params));
+        println!(
+            "{:<14} {:<10} {:>16} {:>12}",
+            row.name,
+            row.layer.kind(),
+            row.output.to_string(),
+            thousands(row.params)
+        );
     }
     println!("{:<14} {:<10} {:>16} {:>12}", "total", "", "", thousands(network.param_count()?));
     println!("forward: {:.1} MFLOP per image", network.forward_flops()? as f64 / 1e6);

@@ -4,7 +4,14 @@ use super::{LengthError, check};
 ///
 /// - `input`:  `[n, h, w, c]`
 /// - `output`: `[n, h/2, w/2, c]`
-pub fn maxpool_2x2(input: &[f32], n: usize, h: usize, w: usize, c: usize, output: &mut [f32]) -> Result<(), LengthError> {
+pub fn maxpool_2x2(
+    input: &[f32],
+    n: usize,
+    h: usize,
+    w: usize,
+    c: usize,
+    output: &mut [f32],
+) -> Result<(), LengthError> {
     check("input", input.len(), n * h * w * c)?;
     check("output", output.len(), n * (h / 2) * (w / 2) * c)?;
     let (oh, ow) = (h / 2, w / 2);

@@ -234,7 +234,8 @@ mod tests {
         for b in 0..c.n {
             let one = Conv2d { n: 1, ..c };
             let mut col1 = vec![0.0; one.col_len()];
-            let (mut dw1, mut db1, mut dx1) = (vec![0.0; weights.len()], vec![0.0; c.cout], vec![0.0; per_image * c.cin]);
+            let (mut dw1, mut db1, mut dx1) =
+                (vec![0.0; weights.len()], vec![0.0; c.cout], vec![0.0; per_image * c.cin]);
             one.backward(
                 &input[b * per_image * c.cin..][..per_image * c.cin],
                 &dout[b * per_image * c.cout..][..per_image * c.cout],

@@ -22,7 +22,12 @@ impl Dense {
     /// - `output`:  `[n, cout]`, written
     pub fn forward(&self, input: &[f32], weights: &[f32], bias: &[f32], output: &mut [f32]) {
         output[..self.n * self.cout].par_chunks_mut(self.cout).for_each(|row| row.copy_from_slice(bias));
-        matmul(output, MatRef::row_major(input, self.n, self.cin), MatRef::row_major(weights, self.cin, self.cout), true);
+        matmul(
+            output,
+            MatRef::row_major(input, self.n, self.cin),
+            MatRef::row_major(weights, self.cin, self.cout),
+            true,
+        );
     }
 
     /// - `input`:    `[n, cin]` from the forward pass
