@@ -78,6 +78,14 @@ fn figure(text: &str, key: &str) -> f64 {
     line[key.len()..].trim().trim_end_matches('%').trim().parse().unwrap()
 }
 
+/// The tensor data of a safetensors file: everything after the header. (The header's metadata map is
+/// written in no fixed order, so whole files can differ when the weights do not.)
+fn tensor_bytes(path: &Path) -> Vec<u8> {
+    let bytes = std::fs::read(path).unwrap();
+    let header = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    bytes[8 + header..].to_vec()
+}
+
 /// The `Cost:` figures of the per-step lines, in order.
 fn batch_costs(text: &str) -> Vec<f64> {
     text.lines()
@@ -110,10 +118,11 @@ fn unknown_names_list_the_valid_ones() {
 #[test]
 fn non_positive_settings_are_rejected() {
     for (flag, value) in [("--batch", "0"), ("--batch", "-3"), ("--lr", "0"), ("--lr", "-0.1"), ("--lr", "nan")] {
-        let err = fails(&["train", "--model", "fc3", flag, value]);
+        let arg = format!("{flag}={value}");
+        let err = fails(&["train", "--model", "fc3", &arg]);
         assert!(err.contains(flag), "{flag} {value}: {err}");
     }
-    for flag in ["--steps", "--epochs"] {
+    for flag in ["--steps", "--epochs", "--print-every"] {
         let err = fails(&["train", "--model", "fc3", flag, "0"]);
         assert!(err.contains(flag), "{flag}: {err}");
     }
@@ -197,8 +206,10 @@ fn post_six_initialisation_failures_reproduce() {
     let data = dir.to_str().unwrap();
     let base = ["train", "--model", "convnet4", "--optimizer", "sgd", "--lr", "0.01", "--schedule", "constant"];
 
+    // A tiny rate keeps N(0,1) weights from diverging outright, so the huge cost is what gets printed.
     let mut args = base.to_vec();
-    args.extend(["--init", "normal", "--steps", "5", "--print-every", "1", "--augment", "0", "--data", data]);
+    args[6] = "1e-9";
+    args.extend(["--init", "normal", "--steps", "3", "--print-every", "1", "--augment", "0", "--data", data]);
     let out = succeeds(&args);
     let first_cost = batch_costs(&out)[0];
     assert!(first_cost > 1000.0, "N(0,1) init should give a huge cost, got {first_cost}\n{out}");
@@ -208,7 +219,10 @@ fn post_six_initialisation_failures_reproduce() {
     let out = succeeds(&args);
     let cost = figure(&out, "Test cost:");
     let accuracy = figure(&out, "Test accuracy:");
-    assert!((cost - std::f64::consts::LN_10).abs() < 0.002, "N(0,1)x0.01 init should sit at cost ln 10, got {cost}\n{out}");
+    assert!(
+        (cost - std::f64::consts::LN_10).abs() < 0.002,
+        "N(0,1)x0.01 init should sit at cost ln 10, got {cost}\n{out}"
+    );
     assert!(accuracy < 20.0, "N(0,1)x0.01 init should stay near chance, got {accuracy}%\n{out}");
 }
 
@@ -235,9 +249,30 @@ fn same_seed_same_weights_bit_for_bit_and_eval_agrees() {
             "--save",
             path.to_str().unwrap(),
         ]);
-        runs.push((std::fs::read(&path).unwrap(), figure(&out, "Test accuracy:"), path));
+        runs.push((tensor_bytes(&path), figure(&out, "Test accuracy:"), path));
     }
     assert!(runs[0].0 == runs[1].0, "two runs with the same seed saved different weights");
+
+    // The thread count does not change the bits either.
+    let one_thread = out_dir.join("one-thread.safetensors");
+    succeeds(&[
+        "train",
+        "--model",
+        "convnet4",
+        "--steps",
+        "12",
+        "--batch",
+        "32",
+        "--seed",
+        "9",
+        "--data",
+        data,
+        "--threads",
+        "1",
+        "--save",
+        one_thread.to_str().unwrap(),
+    ]);
+    assert!(tensor_bytes(&one_thread) == runs[0].0, "1 and 2 threads trained different weights");
     let other = out_dir.join("c.safetensors");
     succeeds(&[
         "train",
@@ -254,7 +289,7 @@ fn same_seed_same_weights_bit_for_bit_and_eval_agrees() {
         "--save",
         other.to_str().unwrap(),
     ]);
-    assert!(std::fs::read(&other).unwrap() != runs[0].0, "a different seed should give different weights");
+    assert!(tensor_bytes(&other) != runs[0].0, "a different seed should give different weights");
 
     // `kiln eval` rebuilds the network from the file alone and gets the same test accuracy.
     let out = succeeds(&["eval", runs[0].2.to_str().unwrap(), "--data", data]);
@@ -271,6 +306,45 @@ fn eval_reports_bad_weight_files() {
     assert!(err.contains("junk.safetensors"), "{err}");
     let err = fails(&["eval", dir.join("absent.safetensors").to_str().unwrap()]);
     assert!(err.contains("absent.safetensors"), "{err}");
+
+    // A few bytes of JSON claiming a trillion parameters: refused before anything is allocated.
+    let network = r#"{\"name\":\"huge\",\"input\":{\"h\":28,\"w\":28,\"c\":1},\"layers\":[\"flatten\",{\"dense\":{\"units\":1000000000}}]}"#;
+    let header = format!(r#"{{"__metadata__":{{"kiln.network":"{network}"}}}}"#);
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend(header.as_bytes());
+    let path = dir.join("huge.safetensors");
+    std::fs::write(&path, bytes).unwrap();
+    let err = fails(&["eval", path.to_str().unwrap()]);
+    assert!(err.contains("huge.safetensors") && err.contains("declares"), "{err}");
+}
+
+#[test]
+fn data_of_the_wrong_size_is_rejected() {
+    // 14x14 images: valid IDX files, but not what the networks take.
+    let dir = scratch("small-images");
+    for prefix in ["train", "t10k"] {
+        let mut images = 0x803u32.to_be_bytes().to_vec();
+        for d in [10u32, 14, 14] {
+            images.extend(d.to_be_bytes());
+        }
+        images.extend(vec![0u8; 10 * 14 * 14]);
+        let mut labels = 0x801u32.to_be_bytes().to_vec();
+        labels.extend(10u32.to_be_bytes());
+        labels.extend([1u8; 10]);
+        std::fs::write(dir.join(format!("{prefix}-images-idx3-ubyte")), images).unwrap();
+        std::fs::write(dir.join(format!("{prefix}-labels-idx1-ubyte")), labels).unwrap();
+    }
+    let err = fails(&["train", "--model", "fc3", "--steps", "1", "--data", dir.to_str().unwrap()]);
+    assert!(err.contains("[28, 28, 1]") && err.contains("14x14"), "{err}");
+
+    // A label outside 0..10 is named with its index.
+    let dir = small_mnist("bad-label", 50, 50);
+    let path = dir.join("train-labels-idx1-ubyte");
+    let mut labels = std::fs::read(&path).unwrap();
+    labels[8 + 7] = 12;
+    std::fs::write(&path, labels).unwrap();
+    let err = fails(&["train", "--model", "fc3", "--steps", "1", "--data", dir.to_str().unwrap()]);
+    assert!(err.contains("train-labels-idx1-ubyte") && err.contains("label 12 at index 7"), "{err}");
 }
 
 /// FC3 learns on a slice of the real data: a short run must beat chance by far.

@@ -28,8 +28,25 @@ impl<'a> MatRef<'a> {
 
 /// `dst (m x n, row-major) = [dst +] lhs (m x k) × rhs (k x n)`, on all of rayon's threads.
 ///
-/// Deterministic for a fixed thread count: `gemm` splits the output, never the `k` sum.
+/// `gemm` splits the output between threads, never the `k` sum, so every element is summed in the same
+/// order whatever the thread count (a test in tests/cli.rs trains with 1 and 2 threads and compares bits).
 pub fn matmul(dst: &mut [f32], lhs: MatRef<'_>, rhs: MatRef<'_>, accumulate: bool) {
+    let threads = rayon::current_num_threads();
+    matmul_with(
+        dst,
+        lhs,
+        rhs,
+        accumulate,
+        if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None },
+    )
+}
+
+/// [`matmul`] on the calling thread only, for callers that already run one task per core.
+pub fn matmul_serial(dst: &mut [f32], lhs: MatRef<'_>, rhs: MatRef<'_>, accumulate: bool) {
+    matmul_with(dst, lhs, rhs, accumulate, gemm::Parallelism::None)
+}
+
+fn matmul_with(dst: &mut [f32], lhs: MatRef<'_>, rhs: MatRef<'_>, accumulate: bool, parallelism: gemm::Parallelism) {
     let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
     assert_eq!(rhs.rows, k, "inner dimensions differ");
     assert!(dst.len() >= m * n, "destination {m}x{n} too short");
@@ -42,8 +59,6 @@ pub fn matmul(dst: &mut [f32], lhs: MatRef<'_>, rhs: MatRef<'_>, accumulate: boo
         }
         return;
     }
-    let threads = rayon::current_num_threads();
-    let parallelism = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
     // SAFETY: the views were bounds-checked at construction (`row_major` covers every (r, c) of the
     // untransposed matrix, and `t` only swaps the roles of the strides), `dst` holds m*n values, and the
     // three slices are distinct borrows so nothing aliases the destination.

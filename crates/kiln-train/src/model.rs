@@ -42,6 +42,8 @@ pub struct Workspace {
     acts: Vec<Vec<f32>>,
     /// im2col scratch shared by every conv layer: one chunk of images at a time.
     col: Vec<f32>,
+    /// Per-chunk weight-gradient slots shared by every conv layer.
+    partials: Vec<f32>,
     /// Per pool layer: the winners `[batch, h/2, w/2, c]`.
     argmax: Vec<Vec<u8>>,
     /// Ping-pong gradient buffers, `[batch * largest activation]` each.
@@ -191,6 +193,7 @@ impl Model {
                         dout,
                         &self.params[p].data,
                         &mut ws.col,
+                        &mut ws.partials,
                         &mut gw[p],
                         &mut gb[0],
                         want_input_grad.then_some(dinput),
@@ -281,19 +284,21 @@ impl Workspace {
             largest = largest.max(shape.len());
             self.acts[model.buffer_of[i]].resize(batch * shape.len(), 0.0);
         }
-        let mut col_len = 0;
+        let (mut col_len, mut partials_len) = (0, 0);
         for (i, layer) in layers.iter().enumerate() {
             let input = model.shapes[i];
             match *layer {
                 Layer::Conv2d { filters } => {
                     let conv = Conv2d { n: batch, h: input.h, w: input.w, cin: input.c, cout: filters };
                     col_len = col_len.max(conv.col_len());
+                    partials_len = partials_len.max(conv.partials_len());
                 }
                 Layer::MaxPool => self.argmax[i].resize(batch * input.len() / 4, 0),
                 _ => {}
             }
         }
         self.col.resize(col_len, 0.0);
+        self.partials.resize(partials_len, 0.0);
         self.grad_a.resize(batch * largest, 0.0);
         self.grad_b.resize(batch * largest, 0.0);
     }

@@ -165,8 +165,7 @@ impl Optimizer {
 mod tests {
     use super::*;
 
-    fn step(kind: OptimizerKind, w: &mut [f32], g: &[f32], lr: f32, opt: &mut Optimizer) {
-        let _ = kind;
+    fn step(w: &mut [f32], g: &[f32], lr: f32, opt: &mut Optimizer) {
         opt.apply(&mut [w], &[g], lr);
     }
 
@@ -174,7 +173,7 @@ mod tests {
     fn sgd_one_update_by_hand() {
         let mut opt = Optimizer::new(OptimizerConfig::new(OptimizerKind::Sgd), &[2]);
         let mut w = [1.0f32, -2.0];
-        step(OptimizerKind::Sgd, &mut w, &[0.5, -4.0], 0.1, &mut opt);
+        step(&mut w, &[0.5, -4.0], 0.1, &mut opt);
         assert_eq!(w, [0.95, -1.6]);
     }
 
@@ -183,9 +182,9 @@ mod tests {
         let mut opt = Optimizer::new(OptimizerConfig::new(OptimizerKind::Momentum), &[1]);
         let mut w = [1.0f32];
         // a1 = 0.5, w = 1 - 0.1*0.5 = 0.95; a2 = 0.9*0.5 + 0.5 = 0.95, w = 0.95 - 0.095 = 0.855
-        step(OptimizerKind::Momentum, &mut w, &[0.5], 0.1, &mut opt);
+        step(&mut w, &[0.5], 0.1, &mut opt);
         assert!((w[0] - 0.95).abs() < 1e-7);
-        step(OptimizerKind::Momentum, &mut w, &[0.5], 0.1, &mut opt);
+        step(&mut w, &[0.5], 0.1, &mut opt);
         assert!((w[0] - 0.855).abs() < 1e-6);
         assert!((opt.slots[0][0][0] - 0.95).abs() < 1e-7);
     }
@@ -195,7 +194,7 @@ mod tests {
         let mut opt = Optimizer::new(OptimizerConfig::new(OptimizerKind::Adam), &[2]);
         let mut w = [1.0f32, 1.0];
         let g = [0.5f32, -0.01];
-        step(OptimizerKind::Adam, &mut w, &g, 0.001, &mut opt);
+        step(&mut w, &g, 0.001, &mut opt);
         // Step 1: m = 0.1 g, v = 0.001 g², lr_t = 0.001 * sqrt(0.001) / 0.1,
         // so w -= lr_t * 0.1 g / (sqrt(0.001)|g| + 1e-8) ≈ 0.001 * sign(g).
         let by_hand = |g: f64| {
@@ -208,7 +207,7 @@ mod tests {
 
         // Step 2 with the same gradient: m = 0.19 g, v = 0.001999 g², lr_t = 0.001 sqrt(1-0.998001)/(1-0.81).
         let w1 = w[0] as f64;
-        step(OptimizerKind::Adam, &mut w, &g, 0.001, &mut opt);
+        step(&mut w, &g, 0.001, &mut opt);
         let lr_t = 0.001 * (1.0f64 - 0.998001).sqrt() / (1.0 - 0.81);
         let want = w1 - lr_t * (0.19 * 0.5) / ((0.001999f64 * 0.25).sqrt() + 1e-8);
         assert!((w[0] as f64 - want).abs() < 1e-6, "{} vs {want}", w[0]);

@@ -35,7 +35,7 @@ pub fn recipe(name: &str) -> Option<Recipe> {
     match name {
         "fc3" => Some(Recipe { epochs: 5, adam_lr: 0.002, augment_shift: 1 }),
         "convnet4" => Some(Recipe { epochs: 3, adam_lr: 0.001, augment_shift: 2 }),
-        "vgg" => Some(Recipe { epochs: 10, adam_lr: 0.001, augment_shift: 2 }),
+        "vgg" => Some(Recipe { epochs: 12, adam_lr: 0.001, augment_shift: 2 }),
         _ => None,
     }
 }

@@ -93,6 +93,9 @@ pub enum TrainError {
     /// The data does not fit the network's input.
     #[error("the network takes {expected} inputs but the data has {rows}x{cols} images")]
     DataShape { expected: String, rows: usize, cols: usize },
+    /// The network's class count cannot hold the data's labels.
+    #[error("the network has {classes} classes but the data has labels up to {max_label}")]
+    TooFewClasses { classes: usize, max_label: u8 },
     /// The cost became NaN or infinite: the run diverged.
     #[error("training diverged at step {step}: cost is {cost} (try a lower learning rate or another initializer)")]
     NonFinite { step: u64, cost: f32 },
@@ -150,6 +153,20 @@ impl TrainConfig {
     }
 }
 
+/// Checks that `data` fits `model`: grayscale images of the input size, labels below the class count.
+pub fn check_data(model: &Model, data: &Dataset) -> Result<(), TrainError> {
+    let input = model.input_shape();
+    if (input.h, input.w, input.c) != (data.rows, data.cols, 1) {
+        return Err(TrainError::DataShape { expected: input.to_string(), rows: data.rows, cols: data.cols });
+    }
+    if let Some(&max_label) = data.labels.iter().max() {
+        if max_label as usize >= model.classes() {
+            return Err(TrainError::TooFewClasses { classes: model.classes(), max_label });
+        }
+    }
+    Ok(())
+}
+
 /// Steps through training one update at a time. [`train`] drives it to the end; benchmarks and
 /// callers that want control (checkpointing, early stops) call [`Trainer::step`] themselves.
 #[derive(Debug)]
@@ -180,14 +197,18 @@ impl<'a> Trainer<'a> {
     /// Checks the settings and the data against the network and sets up the first epoch.
     pub fn new(model: &'a mut Model, data: &'a Dataset, config: &TrainConfig) -> Result<Self, TrainError> {
         config.validate()?;
-        let input = model.input_shape();
-        if (input.h, input.w, input.c) != (data.rows, data.cols, 1) {
-            return Err(TrainError::DataShape { expected: input.to_string(), rows: data.rows, cols: data.cols });
-        }
+        check_data(model, data)?;
         if data.is_empty() {
             return Err(TrainError::InvalidConfig("the training set is empty".into()));
         }
+        if config.augment_shift >= data.rows.min(data.cols) {
+            return Err(TrainError::InvalidConfig(format!(
+                "a shift of {} pixels would move {}x{} images out of the frame",
+                config.augment_shift, data.rows, data.cols
+            )));
+        }
         let batch = config.batch;
+        let input = model.input_shape();
         let classes = model.classes();
         let lens = model.param_lens();
         let mut trainer = Trainer {

@@ -80,6 +80,14 @@ pub fn load(path: &Path) -> Result<(Model, u64), WeightsError> {
     let json = meta.get(NETWORK_KEY).ok_or_else(|| WeightsError::NoNetwork { path: path.to_path_buf() })?;
     let bad_network = |message: String| WeightsError::BadNetwork { path: path.to_path_buf(), message };
     let network: Network = serde_json::from_str(json).map_err(|e| bad_network(e.to_string()))?;
+    // Refuse before allocating: a network can claim billions of parameters in a few bytes of JSON.
+    let declared = network.param_count().map_err(|e| bad_network(e.to_string()))?;
+    if declared.saturating_mul(4) > bytes.len() {
+        return Err(bad_network(format!(
+            "it declares {declared} parameters but the file holds only {} bytes",
+            bytes.len()
+        )));
+    }
     let mut model = Model::zeroed(network).map_err(|e| bad_network(e.to_string()))?;
     let step = meta.get(STEP_KEY).and_then(|s| s.parse().ok()).unwrap_or(0);
     for t in &mut model.params {

@@ -52,14 +52,14 @@ struct TrainArgs {
     /// Print the layers with their output shapes and parameter counts, then exit.
     #[arg(long)]
     summary: bool,
-    /// Passes over the training set [default: fc3 5, convnet4 3, vgg 10].
+    /// Passes over the training set [default: fc3 5, convnet4 3, vgg 12].
     #[arg(long, conflicts_with = "steps", value_parser = clap::value_parser!(u64).range(1..))]
     epochs: Option<u64>,
     /// Number of updates, instead of --epochs.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     steps: Option<u64>,
     /// Images per update.
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=MAX_BATCH))]
     batch: u32,
     /// Learning rate [default: adam 0.002 for fc3 and 0.001 otherwise; sgd and momentum 0.01].
     #[arg(long, value_parser = positive_f32)]
@@ -112,7 +112,7 @@ enum BenchCommand {
 struct BenchTrainArgs {
     #[arg(long, default_value = "vgg", value_parser = clap::builder::PossibleValuesParser::new(presets::NAMES))]
     model: String,
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=MAX_BATCH))]
     batch: u32,
     /// Timed updates.
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
@@ -128,6 +128,9 @@ struct BenchTrainArgs {
     #[command(flatten)]
     data: DataArgs,
 }
+
+/// Largest accepted batch: beyond this the VGG's buffers alone outgrow any machine's memory.
+const MAX_BATCH: i64 = 8192;
 
 fn positive_f32(s: &str) -> Result<f32, String> {
     let v: f32 = s.parse().map_err(|_| format!("'{s}' is not a number"))?;
@@ -320,6 +323,7 @@ fn cmd_eval(args: EvalArgs) -> Result<()> {
     set_threads(&args.data)?;
     let (model, step) = weights::load(&args.weights)?;
     let data = load_data(&args.data)?;
+    train::check_data(&model, &data.test)?;
     let started = Instant::now();
     let mut ws = kiln_train::model::Workspace::new();
     let evaluation = eval::evaluate(&model, &mut ws, &data.test);

@@ -3,18 +3,33 @@
 //! Forward:  `col = im2col(input)`, `output = col × W + b`.
 //! Backward: `dW = colᵀ × dout`, `db = Σ_rows dout`, `dcol = dout × Wᵀ`, `dinput = col2im(dcol)`.
 //!
-//! The batch is processed a few images at a time so that each chunk's im2col matrix stays in cache
-//! between being written and being multiplied ([`COL_CHUNK_VALUES`]). The backward pass rebuilds the
-//! chunk's im2col rather than keeping the whole batch's (hundreds of MB for the VGG) from the forward pass.
-//! All GEMMs go through [`crate::gemm::matmul`] and use every core. The chunking depends only on the
-//! shapes, so results do not depend on the thread count.
+//! The batch goes through in chunks of a few images, sized so each chunk's im2col matrix stays in cache
+//! between being written and being multiplied ([`COL_CHUNK_VALUES`]). Backward rebuilds each chunk's
+//! im2col rather than keeping the whole batch's (hundreds of MB for the VGG) from the forward pass.
+//!
+//! When there are enough chunks to keep every core busy, chunks run side by side, one per thread with
+//! single-threaded GEMMs (each core then works in its own cache); otherwise they run one after another
+//! with every GEMM split across the cores. Either way each chunk's weight gradient goes to its own slot
+//! and the slots are added in chunk order, and the chunking depends only on the shapes, so the result
+//! is the same bits whatever the thread count.
+
+use std::cell::RefCell;
 
 use rayon::prelude::*;
 
-use crate::gemm::{MatRef, add_column_sums, matmul};
+use crate::gemm::{MatRef, add_column_sums, matmul, matmul_serial};
 
 /// Target size of one chunk's im2col matrix, in f32 values (8 MiB: about a last-level-cache share).
 pub const COL_CHUNK_VALUES: usize = 2 << 20;
+
+/// Chunks run side by side when there are at least this many per thread (fewer would leave a core idle
+/// while the last chunk finishes).
+const CHUNKS_PER_THREAD: usize = 4;
+
+thread_local! {
+    /// Each worker thread's im2col scratch when chunks run side by side; it lives as long as the thread.
+    static THREAD_COL: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
 
 /// Geometry of one conv layer on a batch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,6 +39,17 @@ pub struct Conv2d {
     pub w: usize,
     pub cin: usize,
     pub cout: usize,
+}
+
+/// Runs `work` with this thread's scratch buffer of at least `len` values.
+fn with_thread_col<R>(len: usize, work: impl FnOnce(&mut [f32]) -> R) -> R {
+    THREAD_COL.with(|cell| {
+        let mut col = cell.borrow_mut();
+        if col.len() < len {
+            col.resize(len, 0.0);
+        }
+        work(&mut col[..len])
+    })
 }
 
 impl Conv2d {
@@ -42,21 +68,28 @@ impl Conv2d {
         (COL_CHUNK_VALUES / (self.h * self.w * self.patch()).max(1)).clamp(1, self.n.max(1))
     }
 
+    /// Number of chunks the batch splits into.
+    pub fn chunk_count(&self) -> usize {
+        self.n.div_ceil(self.chunk_images())
+    }
+
     /// Values the `col` scratch buffer needs.
     pub fn col_len(&self) -> usize {
         self.chunk_images() * self.h * self.w * self.patch()
     }
 
-    /// The same layer on images `start..start+count` of the batch.
+    /// Values the weight-gradient scratch needs: one `[9*cin, cout]` slot per chunk.
+    pub fn partials_len(&self) -> usize {
+        self.chunk_count() * self.patch() * self.cout
+    }
+
+    /// The same layer on `count` images.
     fn chunk(&self, count: usize) -> Conv2d {
         Conv2d { n: count, ..*self }
     }
 
-    /// Image ranges `(first, count)` of the chunks, in order.
-    fn chunks(&self) -> impl Iterator<Item = (usize, usize)> {
-        let step = self.chunk_images();
-        let n = self.n;
-        (0..n).step_by(step).map(move |first| (first, step.min(n - first)))
+    fn side_by_side(&self) -> bool {
+        self.chunk_count() >= CHUNKS_PER_THREAD * rayon::current_num_threads()
     }
 
     /// - `input`:   `[n, h, w, cin]`
@@ -65,22 +98,49 @@ impl Conv2d {
     /// - `col`:     scratch, at least [`Conv2d::col_len`] values
     /// - `output`:  `[n, h, w, cout]`, written
     pub fn forward(&self, input: &[f32], weights: &[f32], bias: &[f32], col: &mut [f32], output: &mut [f32]) {
-        let (hw, patch) = (self.h * self.w, self.patch());
-        output[..self.rows() * self.cout].par_chunks_mut(self.cout).for_each(|row| row.copy_from_slice(bias));
-        let weights = MatRef::row_major(weights, patch, self.cout);
-        for (first, count) in self.chunks() {
-            let part = self.chunk(count);
-            let rows = count * hw;
-            part.im2col(&input[first * hw * self.cin..][..rows * self.cin], col);
-            let out = &mut output[first * hw * self.cout..][..rows * self.cout];
-            matmul(out, MatRef::row_major(&col[..rows * patch], rows, patch), weights, true);
+        let hw = self.h * self.w;
+        let (in_step, out_step) = (self.chunk_images() * hw * self.cin, self.chunk_images() * hw * self.cout);
+        let (input, output) = (&input[..self.rows() * self.cin], &mut output[..self.rows() * self.cout]);
+        if self.side_by_side() {
+            output.par_chunks_mut(out_step).zip(input.par_chunks(in_step)).for_each(|(out, inp)| {
+                let part = self.chunk(inp.len() / (hw * self.cin));
+                with_thread_col(part.rows() * part.patch(), |col| {
+                    part.forward_chunk(inp, weights, bias, col, out, true)
+                });
+            });
+        } else {
+            for (out, inp) in output.chunks_mut(out_step).zip(input.chunks(in_step)) {
+                let part = self.chunk(inp.len() / (hw * self.cin));
+                part.forward_chunk(inp, weights, bias, col, out, false);
+            }
         }
+    }
+
+    /// Forward on one chunk (`self.n` images); `serial` keeps its GEMM on the calling thread.
+    fn forward_chunk(
+        &self,
+        input: &[f32],
+        weights: &[f32],
+        bias: &[f32],
+        col: &mut [f32],
+        output: &mut [f32],
+        serial: bool,
+    ) {
+        let (rows, patch) = (self.rows(), self.patch());
+        for row in output.chunks_exact_mut(self.cout) {
+            row.copy_from_slice(bias);
+        }
+        self.im2col(input, col);
+        let (lhs, rhs) =
+            (MatRef::row_major(&col[..rows * patch], rows, patch), MatRef::row_major(weights, patch, self.cout));
+        if serial { matmul_serial(output, lhs, rhs, true) } else { matmul(output, lhs, rhs, true) }
     }
 
     /// - `input`:    `[n, h, w, cin]`, the forward pass's input
     /// - `dout`:     `[n, h, w, cout]`, the gradient at this layer's output
     /// - `weights`:  `[9*cin, cout]`
     /// - `col`:      scratch, at least [`Conv2d::col_len`] values
+    /// - `partials`: scratch, at least [`Conv2d::partials_len`] values
     /// - `dweights`: `[9*cin, cout]`, written
     /// - `dbias`:    `[cout]`, written
     /// - `dinput`:   `[n, h, w, cin]`, written if given (skip it for the first parametric layer)
@@ -91,26 +151,78 @@ impl Conv2d {
         dout: &[f32],
         weights: &[f32],
         col: &mut [f32],
+        partials: &mut [f32],
         dweights: &mut [f32],
         dbias: &mut [f32],
-        mut dinput: Option<&mut [f32]>,
+        dinput: Option<&mut [f32]>,
     ) {
-        let (hw, patch, cout) = (self.h * self.w, self.patch(), self.cout);
-        let weights_t = MatRef::row_major(weights, patch, cout).t();
-        for (index, (first, count)) in self.chunks().enumerate() {
-            let part = self.chunk(count);
-            let rows = count * hw;
-            let dout_mat = MatRef::row_major(&dout[first * hw * cout..][..rows * cout], rows, cout);
-            part.im2col(&input[first * hw * self.cin..][..rows * self.cin], col);
-            matmul(dweights, MatRef::row_major(&col[..rows * patch], rows, patch).t(), dout_mat, index > 0);
-            if let Some(dinput) = dinput.as_deref_mut() {
-                // The chunk's col is used up: reuse its memory for dcol [rows, 9*cin].
-                matmul(col, dout_mat, weights_t, false);
-                part.col2im(&col[..rows * patch], &mut dinput[first * hw * self.cin..][..rows * self.cin]);
+        let hw = self.h * self.w;
+        let dw_len = self.patch() * self.cout;
+        let (in_step, out_step) = (self.chunk_images() * hw * self.cin, self.chunk_images() * hw * self.cout);
+        let count = self.chunk_count();
+        let partials = &mut partials[..count * dw_len];
+        let input = &input[..self.rows() * self.cin];
+        let dout = &dout[..self.rows() * self.cout];
+        let dinput_parts: Vec<Option<&mut [f32]>> = match dinput {
+            Some(d) => d[..self.rows() * self.cin].chunks_mut(in_step).map(Some).collect(),
+            None => (0..count).map(|_| None).collect(),
+        };
+        if self.side_by_side() {
+            partials
+                .par_chunks_mut(dw_len)
+                .zip(input.par_chunks(in_step))
+                .zip(dout.par_chunks(out_step))
+                .zip(dinput_parts.into_par_iter())
+                .for_each(|(((dw, inp), dout), dinput)| {
+                    let part = self.chunk(inp.len() / (hw * self.cin));
+                    with_thread_col(part.rows() * part.patch(), |col| {
+                        part.backward_chunk(inp, dout, weights, col, dw, dinput, true)
+                    });
+                });
+        } else {
+            let chunks = partials.chunks_mut(dw_len).zip(input.chunks(in_step)).zip(dout.chunks(out_step));
+            for (((dw, inp), dout), dinput) in chunks.zip(dinput_parts) {
+                let part = self.chunk(inp.len() / (hw * self.cin));
+                part.backward_chunk(inp, dout, weights, col, dw, dinput, false);
             }
         }
+        // dW = the chunks' slots added in chunk order, each element by one task.
+        const BLOCK: usize = 4096;
+        dweights[..dw_len].par_chunks_mut(BLOCK).enumerate().for_each(|(block, dst)| {
+            let (start, len) = (block * BLOCK, dst.len());
+            dst.copy_from_slice(&partials[start..start + len]);
+            for slot in partials.chunks_exact(dw_len).skip(1) {
+                for (d, &p) in dst.iter_mut().zip(&slot[start..start + len]) {
+                    *d += p;
+                }
+            }
+        });
         dbias.fill(0.0);
-        add_column_sums(&dout[..self.rows() * cout], cout, dbias);
+        add_column_sums(dout, self.cout, dbias);
+    }
+
+    /// Backward on one chunk (`self.n` images): its weight gradient into `dweights`, and `dinput`.
+    #[allow(clippy::too_many_arguments)]
+    fn backward_chunk(
+        &self,
+        input: &[f32],
+        dout: &[f32],
+        weights: &[f32],
+        col: &mut [f32],
+        dweights: &mut [f32],
+        dinput: Option<&mut [f32]>,
+        serial: bool,
+    ) {
+        let (rows, patch, cout) = (self.rows(), self.patch(), self.cout);
+        let mm = if serial { matmul_serial } else { matmul };
+        let dout_mat = MatRef::row_major(dout, rows, cout);
+        self.im2col(input, col);
+        mm(dweights, MatRef::row_major(&col[..rows * patch], rows, patch).t(), dout_mat, false);
+        if let Some(dinput) = dinput {
+            // The chunk's col is used up: reuse its memory for dcol [rows, 9*cin].
+            mm(col, dout_mat, MatRef::row_major(weights, patch, cout).t(), false);
+            self.col2im(&col[..rows * patch], dinput);
+        }
     }
 
     /// `input [n,h,w,cin]` → `col [n*h*w, 9*cin]`; taps outside the image are zero (SAME padding).
@@ -206,14 +318,19 @@ mod tests {
         assert_eq!(big.chunk_images(), 3);
         let small = Conv2d { n: 64, h: 4, w: 4, cin: 512, cout: 512 };
         assert_eq!(small.chunk_images(), 28);
-        let covered: Vec<_> = small.chunks().collect();
-        assert_eq!(covered, [(0, 28), (28, 28), (56, 8)]);
+        assert_eq!(small.chunk_count(), 3);
+        assert_eq!(small.partials_len(), 3 * 4608 * 512);
     }
 
-    /// Forward and backward over several chunks equal the same work done in one piece.
+    /// Forward and backward over several chunks equal the same work done in one piece, with chunks run
+    /// one after another (2 chunks) and side by side (9 chunks, on a machine with up to 2 threads).
     #[test]
     fn chunked_equals_whole_batch() {
-        let c = Conv2d { n: 7, h: 24, w: 24, cin: 64, cout: 8 };
+        chunked_equals_whole_batch_for(Conv2d { n: 7, h: 24, w: 24, cin: 64, cout: 8 });
+        chunked_equals_whole_batch_for(Conv2d { n: 25, h: 32, w: 32, cin: 64, cout: 4 });
+    }
+
+    fn chunked_equals_whole_batch_for(c: Conv2d) {
         assert!(c.chunk_images() < c.n, "the test needs more than one chunk");
         let input = random(c.n * c.h * c.w * c.cin, 1);
         let weights = random(9 * c.cin * c.cout, 2);
@@ -226,14 +343,14 @@ mod tests {
         }
         // Backward: dW summed over chunks equals dW of each image computed alone, summed.
         let dout = random(c.rows() * c.cout, 4);
-        let mut col = vec![0.0; c.col_len()];
+        let (mut col, mut partials) = (vec![0.0; c.col_len()], vec![0.0; c.partials_len()]);
         let (mut dw, mut db, mut dx) = (vec![0.0; weights.len()], vec![0.0; c.cout], vec![0.0; input.len()]);
-        c.backward(&input, &dout, &weights, &mut col, &mut dw, &mut db, Some(&mut dx));
+        c.backward(&input, &dout, &weights, &mut col, &mut partials, &mut dw, &mut db, Some(&mut dx));
         let mut dw_sum = vec![0.0f32; weights.len()];
         let per_image = c.h * c.w;
         for b in 0..c.n {
             let one = Conv2d { n: 1, ..c };
-            let mut col1 = vec![0.0; one.col_len()];
+            let (mut col1, mut partials1) = (vec![0.0; one.col_len()], vec![0.0; one.partials_len()]);
             let (mut dw1, mut db1, mut dx1) =
                 (vec![0.0; weights.len()], vec![0.0; c.cout], vec![0.0; per_image * c.cin]);
             one.backward(
@@ -241,6 +358,7 @@ mod tests {
                 &dout[b * per_image * c.cout..][..per_image * c.cout],
                 &weights,
                 &mut col1,
+                &mut partials1,
                 &mut dw1,
                 &mut db1,
                 Some(&mut dx1),
@@ -263,9 +381,9 @@ mod tests {
         let mut bias = random(c.cout, 6);
         let coeffs = random(c.rows() * c.cout, 7);
 
-        let mut col = vec![0.0; c.col_len()];
+        let (mut col, mut partials) = (vec![0.0; c.col_len()], vec![0.0; c.partials_len()]);
         let (mut dw, mut db, mut dx) = (vec![0.0; weights.len()], vec![0.0; c.cout], vec![0.0; input.len()]);
-        c.backward(&input, &coeffs, &weights, &mut col, &mut dw, &mut db, Some(&mut dx));
+        c.backward(&input, &coeffs, &weights, &mut col, &mut partials, &mut dw, &mut db, Some(&mut dx));
 
         let (w0, b0, x0) = (weights.clone(), bias.clone(), input.clone());
         check(&mut input, &dx, |x| weighted_sum(&run(&c, x, &w0, &b0), &coeffs), "dinput");
