@@ -226,6 +226,15 @@ fn post_six_initialisation_failures_reproduce() {
     assert!(accuracy < 20.0, "N(0,1)x0.01 init should stay near chance, got {accuracy}%\n{out}");
 }
 
+/// Trains convnet4 for 12 steps on `data` and saves the weights to `path`; returns stdout.
+fn train_and_save(data: &str, seed: &str, threads: &str, path: &Path) -> String {
+    let path = path.to_str().unwrap();
+    #[rustfmt::skip]
+    let args = ["train", "--model", "convnet4", "--steps", "12", "--batch", "32", "--seed", seed, "--threads", threads,
+        "--data", data, "--save", path];
+    succeeds(&args)
+}
+
 #[test]
 fn same_seed_same_weights_bit_for_bit_and_eval_agrees() {
     let dir = small_mnist("determinism", 1000, 300);
@@ -234,61 +243,18 @@ fn same_seed_same_weights_bit_for_bit_and_eval_agrees() {
     let mut runs = Vec::new();
     for name in ["a", "b"] {
         let path = out_dir.join(format!("{name}.safetensors"));
-        let out = succeeds(&[
-            "train",
-            "--model",
-            "convnet4",
-            "--steps",
-            "12",
-            "--batch",
-            "32",
-            "--seed",
-            "9",
-            "--data",
-            data,
-            "--save",
-            path.to_str().unwrap(),
-        ]);
+        let out = train_and_save(data, "9", "2", &path);
         runs.push((tensor_bytes(&path), figure(&out, "Test accuracy:"), path));
     }
     assert!(runs[0].0 == runs[1].0, "two runs with the same seed saved different weights");
 
     // The thread count does not change the bits either.
     let one_thread = out_dir.join("one-thread.safetensors");
-    succeeds(&[
-        "train",
-        "--model",
-        "convnet4",
-        "--steps",
-        "12",
-        "--batch",
-        "32",
-        "--seed",
-        "9",
-        "--data",
-        data,
-        "--threads",
-        "1",
-        "--save",
-        one_thread.to_str().unwrap(),
-    ]);
+    train_and_save(data, "9", "1", &one_thread);
     assert!(tensor_bytes(&one_thread) == runs[0].0, "1 and 2 threads trained different weights");
+
     let other = out_dir.join("c.safetensors");
-    succeeds(&[
-        "train",
-        "--model",
-        "convnet4",
-        "--steps",
-        "12",
-        "--batch",
-        "32",
-        "--seed",
-        "10",
-        "--data",
-        data,
-        "--save",
-        other.to_str().unwrap(),
-    ]);
+    train_and_save(data, "10", "2", &other);
     assert!(tensor_bytes(&other) != runs[0].0, "a different seed should give different weights");
 
     // `kiln eval` rebuilds the network from the file alone and gets the same test accuracy.

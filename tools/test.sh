@@ -11,6 +11,7 @@ done
 echo "== kiln-core builds for wasm32 and bare-metal Arm (no_std, no alloc)"
 cargo build -p kiln-core --target wasm32-unknown-unknown --release
 cargo build -p kiln-core --target thumbv7em-none-eabihf --release
+cargo build -p kiln-core --target thumbv7em-none-eabihf --release --features serde
 
 echo "== tests"
 cargo test --workspace --release

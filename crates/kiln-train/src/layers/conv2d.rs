@@ -297,18 +297,23 @@ mod tests {
         out
     }
 
-    #[test]
-    fn forward_matches_reference_kernel() {
-        let c = Conv2d { n: 3, h: 7, w: 6, cin: 5, cout: 8 };
+    /// Random input and parameters for `c`, and a check that the fast forward pass equals kiln-core's.
+    fn forward_against_reference(c: &Conv2d, tolerance: f32) -> (Vec<f32>, Vec<f32>) {
         let input = random(c.n * c.h * c.w * c.cin, 1);
         let weights = random(9 * c.cin * c.cout, 2);
         let bias = random(c.cout, 3);
-        let got = run(&c, &input, &weights, &bias);
+        let got = run(c, &input, &weights, &bias);
         let mut want = vec![0.0; got.len()];
         kiln_core::kernels::conv2d_3x3_same(&input, c.n, c.h, c.w, c.cin, &weights, &bias, c.cout, &mut want).unwrap();
         for (g, w) in got.iter().zip(&want) {
-            assert!((g - w).abs() < 1e-4, "{g} vs {w}");
+            assert!((g - w).abs() < tolerance, "{g} vs {w}");
         }
+        (input, weights)
+    }
+
+    #[test]
+    fn forward_matches_reference_kernel() {
+        forward_against_reference(&Conv2d { n: 3, h: 7, w: 6, cin: 5, cout: 8 }, 1e-4);
     }
 
     #[test]
@@ -332,15 +337,7 @@ mod tests {
 
     fn chunked_equals_whole_batch_for(c: Conv2d) {
         assert!(c.chunk_images() < c.n, "the test needs more than one chunk");
-        let input = random(c.n * c.h * c.w * c.cin, 1);
-        let weights = random(9 * c.cin * c.cout, 2);
-        let bias = random(c.cout, 3);
-        let got = run(&c, &input, &weights, &bias);
-        let mut want = vec![0.0; got.len()];
-        kiln_core::kernels::conv2d_3x3_same(&input, c.n, c.h, c.w, c.cin, &weights, &bias, c.cout, &mut want).unwrap();
-        for (g, w) in got.iter().zip(&want) {
-            assert!((g - w).abs() < 1e-3, "{g} vs {w}");
-        }
+        let (input, weights) = forward_against_reference(&c, 1e-3);
         // Backward: dW summed over chunks equals dW of each image computed alone, summed.
         let dout = random(c.rows() * c.cout, 4);
         let (mut col, mut partials) = (vec![0.0; c.col_len()], vec![0.0; c.partials_len()]);
