@@ -335,3 +335,64 @@ fn fashion_mnist_loads_when_installed() {
     assert!(out.contains("60000 training, 10000 test images"), "{out}");
     assert!(figure(&out, "Test accuracy:") > 50.0, "{out}");
 }
+
+/// Checkpoints: training 2N steps straight equals N steps, a checkpoint, and N more in a new process.
+#[test]
+fn resume_is_bit_identical_and_keep_prunes() {
+    // 640 examples at batch 32: 20 steps an epoch, so the run crosses an epoch boundary after resuming.
+    let dir = small_mnist("resume", 640, 100);
+    let data = dir.to_str().unwrap();
+    let out = scratch("resume-out");
+    let (straight, resumed, ckpt) = (out.join("straight.safetensors"), out.join("resumed.safetensors"), out.join("ck"));
+    let base =
+        ["train", "--model", "convnet4", "--batch", "32", "--schedule", "constant", "--seed", "4", "--data", data];
+    let mut args = base.to_vec();
+    args.extend(["--steps", "30", "--save", straight.to_str().unwrap()]);
+    succeeds(&args);
+
+    let mut args = base.to_vec();
+    args.extend(["--steps", "15", "--ckpt-dir", ckpt.to_str().unwrap(), "--save-every", "1", "--keep", "3"]);
+    let first = succeeds(&args);
+    assert_eq!(first.matches("Saved checkpoint").count(), 15, "{first}");
+    // --keep 3: exactly three checkpoint files, and the state file lists them with the latest last.
+    let mut files: Vec<String> =
+        std::fs::read_dir(&ckpt).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    files.sort();
+    assert_eq!(files, ["checkpoint", "convnet4-13.safetensors", "convnet4-14.safetensors", "convnet4-15.safetensors"]);
+    let state = std::fs::read_to_string(ckpt.join("checkpoint")).unwrap();
+    assert!(state.contains(r#""latest": "convnet4-15.safetensors""#), "{state}");
+
+    // `kiln eval DIR` takes the network from the checkpoint alone and agrees with training.
+    let eval = succeeds(&["eval", ckpt.to_str().unwrap(), "--data", data]);
+    assert_eq!(figure(&eval, "Test accuracy:"), figure(&first, "Test accuracy:"), "{eval}");
+
+    let second = succeeds(&[
+        "train",
+        "--resume",
+        ckpt.to_str().unwrap(),
+        "--steps",
+        "30",
+        "--data",
+        data,
+        "--save",
+        resumed.to_str().unwrap(),
+    ]);
+    assert!(second.contains("Resumed at step 15"), "{second}");
+    assert!(tensor_bytes(&straight) == tensor_bytes(&resumed), "resumed training differs from straight training");
+
+    // A checkpoint of another network, a corrupt checkpoint, a state file naming a missing file.
+    let err = fails(&["train", "--resume", ckpt.to_str().unwrap(), "--model", "vgg", "--data", data]);
+    assert!(err.contains("convnet4") && err.contains("not vgg"), "{err}");
+    let latest = ckpt.join("convnet4-30.safetensors");
+    let mut bytes = std::fs::read(&latest).unwrap();
+    let at = bytes.len() - 100;
+    bytes[at] ^= 0x10;
+    std::fs::write(&latest, bytes).unwrap();
+    let err = fails(&["eval", ckpt.to_str().unwrap(), "--data", data]);
+    assert!(err.contains("convnet4-30.safetensors"), "{err}");
+    let err = fails(&["train", "--resume", ckpt.to_str().unwrap(), "--data", data]);
+    assert!(err.contains("convnet4-30.safetensors") && err.contains("corrupt"), "{err}");
+    std::fs::remove_file(&latest).unwrap();
+    let err = fails(&["train", "--resume", ckpt.to_str().unwrap(), "--data", data]);
+    assert!(err.contains("convnet4-30.safetensors is missing"), "{err}");
+}

@@ -8,6 +8,7 @@
 //! - [`train`]: the training loop; [`eval`]: test-set evaluation.
 
 pub mod batch;
+pub mod checkpoint;
 pub mod data;
 pub mod eval;
 pub mod gemm;

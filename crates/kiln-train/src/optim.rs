@@ -11,8 +11,10 @@ use std::fmt;
 use std::str::FromStr;
 
 use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum OptimizerKind {
     Sgd,
     Momentum,
@@ -54,7 +56,7 @@ impl OptimizerKind {
 }
 
 /// Hyper-parameters; the defaults are TF1's.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct OptimizerConfig {
     pub kind: OptimizerKind,
     pub momentum: f32,

@@ -6,6 +6,7 @@ use std::str::FromStr;
 use std::time::Instant;
 
 use rand::seq::SliceRandom;
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use rand_chacha::ChaCha8Rng;
@@ -19,14 +20,16 @@ use crate::optim::{Optimizer, OptimizerConfig};
 use crate::rng::{Purpose, stream};
 
 /// How long to train.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Length {
     Epochs(u64),
     Steps(u64),
 }
 
 /// How the learning rate moves over the run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Schedule {
     /// The same rate throughout, as in the series.
     Constant,
@@ -69,7 +72,7 @@ impl Schedule {
     }
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
     pub length: Length,
     /// Images per update.
@@ -99,6 +102,20 @@ pub enum TrainError {
     /// The cost became NaN or infinite: the run diverged.
     #[error("training diverged at step {step}: cost is {cost} (try a lower learning rate or another initializer)")]
     NonFinite { step: u64, cost: f32 },
+}
+
+/// Where a run stands: with the weights and the optimizer state, everything needed to continue it
+/// exactly (the shuffle of an epoch is rebuilt from the seed; the augmentation stream is re-positioned).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    /// Updates done.
+    pub step: u64,
+    /// 0-based epoch the next batch comes from.
+    pub epoch: u64,
+    /// Where the next batch starts in this epoch's shuffled order.
+    pub position: usize,
+    /// Words of this epoch's augmentation stream already drawn.
+    pub augment_word_pos: u128,
 }
 
 /// Reported after every update.
@@ -285,6 +302,51 @@ impl<'a> Trainer<'a> {
             accuracy: score.correct as f32 / n as f32,
             lr,
         })
+    }
+
+    /// Where the run stands, for a checkpoint.
+    pub fn progress(&self) -> Progress {
+        Progress {
+            step: self.step,
+            epoch: self.epoch,
+            position: self.position,
+            augment_word_pos: self.augment.get_word_pos(),
+        }
+    }
+
+    pub fn optimizer(&self) -> &Optimizer {
+        &self.optimizer
+    }
+
+    pub fn model(&self) -> &Model {
+        self.model
+    }
+
+    pub fn config(&self) -> &TrainConfig {
+        &self.config
+    }
+
+    /// Continues a run from a checkpoint: the same data order, augmentation draws, optimizer state and step.
+    pub fn resume(&mut self, progress: &Progress, optimizer: Optimizer) -> Result<(), TrainError> {
+        let lens = self.model.param_lens();
+        let slots_fit = optimizer.slots.len() == lens.len()
+            && optimizer.slots.iter().zip(&lens).all(|(slots, &len)| slots.iter().all(|s| s.len() == len));
+        if !slots_fit || optimizer.config.kind != self.config.optimizer.kind {
+            return Err(TrainError::InvalidConfig("the optimizer state does not fit this network".into()));
+        }
+        if progress.position > self.data.len() {
+            return Err(TrainError::InvalidConfig(format!(
+                "the checkpoint is {} examples into an epoch of a {}-example training set",
+                progress.position,
+                self.data.len()
+            )));
+        }
+        self.start_epoch(progress.epoch);
+        self.position = progress.position;
+        self.augment.set_word_pos(progress.augment_word_pos);
+        self.step = progress.step;
+        self.optimizer = optimizer;
+        Ok(())
     }
 
     /// The training buffers (for profiling).

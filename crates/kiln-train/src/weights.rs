@@ -2,14 +2,12 @@
 //! alone rebuilds the model. (Full training checkpoints, with optimizer state, build on this.)
 
 use std::collections::HashMap;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use safetensors::{Dtype, SafeTensors, tensor::TensorView};
-use thiserror::Error;
+use safetensors::{Dtype, tensor::TensorView};
 
+use crate::checkpoint::{self, Checkpoint, CheckpointError};
 use crate::model::Model;
-use crate::network::Network;
 
 /// Metadata key holding the network description as JSON.
 pub const NETWORK_KEY: &str = "kiln.network";
@@ -18,29 +16,20 @@ pub const STEP_KEY: &str = "kiln.step";
 /// Metadata key holding the kiln version that wrote the file.
 pub const VERSION_KEY: &str = "kiln.version";
 
-#[derive(Debug, Error)]
-pub enum WeightsError {
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
-    #[error("{path}: not a valid safetensors file: {source}")]
-    Format { path: PathBuf, source: safetensors::SafeTensorError },
-    #[error("{path}: no network description (metadata key {NETWORK_KEY}); was it written by kiln?")]
-    NoNetwork { path: PathBuf },
-    #[error("{path}: bad network description: {message}")]
-    BadNetwork { path: PathBuf, message: String },
-    #[error("{path}: tensor {name}: {problem}")]
-    BadTensor { path: PathBuf, name: String, problem: String },
-}
-
-/// Writes `model`'s parameters to `path` atomically: a temporary file in the same directory, fsync,
-/// rename, fsync the directory. A crash leaves either the old file or the new one, never a torn one.
-pub fn save(path: &Path, model: &Model, step: u64) -> Result<(), WeightsError> {
-    let io = |source| WeightsError::Io { path: path.to_path_buf(), source };
+/// Writes `model`'s parameters to `path` atomically (see [`checkpoint::write_atomic`]), with the network
+/// description, the step and a CRC-32 per tensor in the metadata.
+pub fn save(path: &Path, model: &Model, step: u64) -> Result<(), CheckpointError> {
     let network = serde_json::to_string(&model.network).expect("a network always serialises");
+    let checksums: HashMap<&str, String> = model
+        .params
+        .iter()
+        .map(|t| (t.name.as_str(), format!("{:08x}", crc32fast::hash(bytemuck::cast_slice(&t.data)))))
+        .collect();
     let metadata = HashMap::from([
         (NETWORK_KEY.to_string(), network),
         (STEP_KEY.to_string(), step.to_string()),
         (VERSION_KEY.to_string(), env!("CARGO_PKG_VERSION").to_string()),
+        (checkpoint::CHECKSUMS_KEY.to_string(), serde_json::to_string(&checksums).expect("plain data")),
     ]);
     let views: Vec<(String, TensorView<'_>)> = model
         .params
@@ -52,58 +41,15 @@ pub fn save(path: &Path, model: &Model, step: u64) -> Result<(), WeightsError> {
         })
         .collect();
     let bytes = safetensors::serialize(views, Some(metadata))
-        .map_err(|source| WeightsError::Format { path: path.to_path_buf(), source })?;
-
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let file_name = path.file_name().ok_or_else(|| io(std::io::Error::other("not a file path")))?;
-    let tmp = dir.join(format!(".{}.tmp-{}", file_name.to_string_lossy(), std::process::id()));
-    let write = || -> std::io::Result<()> {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(&bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        std::fs::File::open(dir)?.sync_all()
-    };
-    write().map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        io(e)
-    })
+        .map_err(|source| CheckpointError::Format { path: path.to_path_buf(), source })?;
+    checkpoint::write_atomic(path, &bytes)
 }
 
-/// Reads a weights file and rebuilds the model from it alone. Returns the model and its step.
-pub fn load(path: &Path) -> Result<(Model, u64), WeightsError> {
-    let bytes = std::fs::read(path).map_err(|source| WeightsError::Io { path: path.to_path_buf(), source })?;
-    let format = |source| WeightsError::Format { path: path.to_path_buf(), source };
-    let (_, header) = SafeTensors::read_metadata(&bytes).map_err(format)?;
-    let tensors = SafeTensors::deserialize(&bytes).map_err(format)?;
-    let meta = header.metadata().clone().unwrap_or_default();
-    let json = meta.get(NETWORK_KEY).ok_or_else(|| WeightsError::NoNetwork { path: path.to_path_buf() })?;
-    let bad_network = |message: String| WeightsError::BadNetwork { path: path.to_path_buf(), message };
-    let network: Network = serde_json::from_str(json).map_err(|e| bad_network(e.to_string()))?;
-    // Refuse before allocating: a network can claim billions of parameters in a few bytes of JSON.
-    let declared = network.param_count().map_err(|e| bad_network(e.to_string()))?;
-    if declared.saturating_mul(4) > bytes.len() {
-        return Err(bad_network(format!(
-            "it declares {declared} parameters but the file holds only {} bytes",
-            bytes.len()
-        )));
-    }
-    let mut model = Model::zeroed(network).map_err(|e| bad_network(e.to_string()))?;
-    let step = meta.get(STEP_KEY).and_then(|s| s.parse().ok()).unwrap_or(0);
-    for t in &mut model.params {
-        let bad = |problem: String| WeightsError::BadTensor { path: path.to_path_buf(), name: t.name.clone(), problem };
-        let view = tensors.tensor(&t.name).map_err(|_| bad("missing".into()))?;
-        if view.dtype() != Dtype::F32 {
-            return Err(bad(format!("dtype {:?}, expected F32", view.dtype())));
-        }
-        if view.shape() != t.dims.as_slice() {
-            return Err(bad(format!("shape {:?}, expected {:?}", view.shape(), t.dims)));
-        }
-        for (dst, src) in t.data.iter_mut().zip(view.data().chunks_exact(4)) {
-            *dst = f32::from_le_bytes([src[0], src[1], src[2], src[3]]);
-        }
-    }
-    Ok((model, step))
+/// Reads a weights file or a checkpoint and rebuilds the model from it alone. Returns the model and
+/// its step.
+pub fn load(path: &Path) -> Result<(Model, u64), CheckpointError> {
+    let ckpt = Checkpoint::open(path)?;
+    Ok((ckpt.model()?, ckpt.step()))
 }
 
 #[cfg(test)]

@@ -7,12 +7,13 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
+use kiln_train::checkpoint::{self, Checkpoint};
 use kiln_train::data::{self, Mnist};
 use kiln_train::init::{self, InitChoice};
 use kiln_train::model::Model;
 use kiln_train::network::Network;
-use kiln_train::optim::{self, OptimizerConfig, OptimizerKind};
-use kiln_train::train::{self, Length, Schedule, StepReport, TrainConfig, Trainer};
+use kiln_train::optim::{self, Optimizer, OptimizerConfig, OptimizerKind};
+use kiln_train::train::{self, Length, Progress, Schedule, TrainConfig, Trainer};
 use kiln_train::{eval, presets, weights};
 
 #[derive(Parser, Debug)]
@@ -25,7 +26,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Train a network on MNIST-style data and report the test accuracy.
-    Train(TrainArgs),
+    Train(Box<TrainArgs>),
     /// Evaluate saved weights on the test set.
     Eval(EvalArgs),
     /// Measure speed.
@@ -47,8 +48,8 @@ struct DataArgs {
 #[derive(Args, Debug)]
 struct TrainArgs {
     /// Network preset.
-    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(presets::NAMES))]
-    model: String,
+    #[arg(long, required_unless_present = "resume", value_parser = clap::builder::PossibleValuesParser::new(presets::NAMES))]
+    model: Option<String>,
     /// Print the layers with their output shapes and parameter counts, then exit.
     #[arg(long)]
     summary: bool,
@@ -84,6 +85,20 @@ struct TrainArgs {
     /// Save the trained weights (safetensors, with the network description) to this file.
     #[arg(long, value_name = "FILE")]
     save: Option<PathBuf>,
+    /// Save training checkpoints (weights, optimizer state, progress) into this directory, at the end and
+    /// every --save-every steps.
+    #[arg(long, value_name = "DIR")]
+    ckpt_dir: Option<PathBuf>,
+    /// Save a checkpoint every N steps.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    save_every: Option<u64>,
+    /// Keep the newest K checkpoints, deleting older ones once a newer one is safely written.
+    #[arg(long, value_name = "K", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    keep: u64,
+    /// Continue the run whose checkpoints are in DIR from its latest one: same settings, optimizer state,
+    /// data order and step. --steps/--epochs may extend it.
+    #[arg(long, value_name = "DIR")]
+    resume: Option<PathBuf>,
     /// List this many of the test digits the network gets wrong.
     #[arg(long, default_value_t = 10)]
     show_mistakes: usize,
@@ -93,7 +108,7 @@ struct TrainArgs {
 
 #[derive(Args, Debug)]
 struct EvalArgs {
-    /// A weights file written by `kiln train --save`.
+    /// A weights file (`kiln train --save`), a checkpoint, or a checkpoint directory (its latest).
     weights: PathBuf,
     /// List this many of the test digits the network gets wrong.
     #[arg(long, default_value_t = 10)]
@@ -147,7 +162,7 @@ fn main() {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Train(args) => cmd_train(args),
+        Command::Train(args) => cmd_train(*args),
         Command::Eval(args) => cmd_eval(args),
         Command::Bench(BenchCommand::Train(args)) => cmd_bench_train(args),
     }
@@ -213,41 +228,27 @@ fn thousands(n: usize) -> String {
 }
 
 fn cmd_train(args: TrainArgs) -> Result<()> {
-    let network = presets::by_name(&args.model).expect("clap checked the name");
     if args.summary {
-        return print_summary(&network);
+        let name = args.model.as_deref().context("--summary needs --model")?;
+        return print_summary(&presets::by_name(name).expect("clap checked the name"));
     }
     set_threads(&args.data)?;
-    let kind: OptimizerKind = args.optimizer.parse().map_err(anyhow::Error::msg)?;
-    let init: InitChoice = args.init.parse().map_err(anyhow::Error::msg)?;
-    let schedule: Schedule = args.schedule.parse().map_err(anyhow::Error::msg)?;
-    let recipe = presets::recipe(&args.model).expect("clap checked the name");
-    let length = match (args.steps, args.epochs) {
-        (Some(steps), _) => Length::Steps(steps),
-        (None, Some(epochs)) => Length::Epochs(epochs),
-        (None, None) => Length::Epochs(recipe.epochs),
-    };
-    let default_lr = if kind == OptimizerKind::Adam { recipe.adam_lr } else { kind.default_lr() };
-    let config = TrainConfig {
-        length,
-        batch: args.batch as usize,
-        lr: args.lr.unwrap_or(default_lr),
-        optimizer: OptimizerConfig::new(kind),
-        schedule,
-        seed: args.seed,
-        augment_shift: args.augment.unwrap_or(recipe.augment_shift),
+    let (mut model, config, resumed) = match &args.resume {
+        Some(dir) => resume_from(dir, &args)?,
+        None => fresh_run(&args)?,
     };
     let data = load_data(&args.data)?;
-    let mut model = Model::new(network, init, args.seed)?;
     let total = config.total_steps(data.train.len());
     println!(
-        "Model: {} ({} parameters), init {init}, {kind} lr {} ({schedule}), batch {}, {} steps{}, augment ±{} px, seed {}",
+        "Model: {} ({} parameters), {} lr {} ({}), batch {}, {} steps{}, augment ±{} px, seed {}",
         model.network.name,
         thousands(model.network.param_count()?),
+        config.optimizer.kind,
         config.lr,
+        config.schedule,
         config.batch,
         total,
-        match length {
+        match config.length {
             Length::Epochs(e) => format!(" = {e} epochs"),
             Length::Steps(_) => String::new(),
         },
@@ -256,10 +257,35 @@ fn cmd_train(args: TrainArgs) -> Result<()> {
     );
     println!("Data: {} ({} training, {} test images)", data.dir.display(), data.train.len(), data.test.len());
 
+    let prefix = model.network.name.clone();
+    let ckpt_dir = args.ckpt_dir.clone().or_else(|| args.resume.clone().filter(|p| p.is_dir()));
+    let mut trainer = Trainer::new(&mut model, &data.train, &config)?;
+    if let Some((optimizer, progress)) = resumed {
+        trainer.resume(&progress, optimizer)?;
+        println!("Resumed at step {} (epoch {})", progress.step, progress.epoch + 1);
+    }
+    let save = |trainer: &Trainer<'_>, dir: &Path| -> Result<()> {
+        let path = checkpoint::save(
+            dir,
+            &prefix,
+            trainer.model(),
+            trainer.optimizer(),
+            trainer.config(),
+            &trainer.progress(),
+            args.keep as usize,
+        )?;
+        println!("Saved checkpoint {}", path.display());
+        Ok(())
+    };
+
     let bar = progress_bar(total);
-    let print_every = args.print_every;
-    let mut log = |r: &StepReport| {
-        if r.step % print_every == 0 || r.step == r.total_steps {
+    let started = Instant::now();
+    let mut images_seen = 0u64;
+    let mut last_saved = None;
+    while !trainer.is_finished() {
+        let r = trainer.step()?;
+        images_seen += r.images as u64;
+        if r.step % args.print_every == 0 || r.step == r.total_steps {
             let line = format!(
                 "Step {:>6}  epoch {:>3}  Cost: {:.4}  Accuracy: {:.2} %  lr {:.2e}",
                 r.step,
@@ -276,25 +302,85 @@ fn cmd_train(args: TrainArgs) -> Result<()> {
         if let Some(bar) = &bar {
             bar.set_position(r.step);
         }
-    };
-    let summary = train::train(&mut model, &data, &config, &mut log)?;
+        if let (Some(dir), Some(every)) = (&ckpt_dir, args.save_every) {
+            if r.step % every == 0 {
+                save(&trainer, dir)?;
+                last_saved = Some(r.step);
+            }
+        }
+    }
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
-    println!(
-        "Trained {} steps in {:.1} s ({:.0} images/s)",
-        summary.steps,
-        summary.train_seconds,
-        summary.images_seen as f64 / summary.train_seconds
-    );
-    println!("Test cost: {:.4}", summary.test.cost);
-    println!("Test accuracy: {:.2} %", summary.test.accuracy * 100.0);
-    print_mistakes(&summary.test, &data, args.show_mistakes);
+    let seconds = started.elapsed().as_secs_f64();
+    let step = trainer.progress().step;
+    if let Some(dir) = &ckpt_dir {
+        if last_saved != Some(step) {
+            save(&trainer, dir)?;
+        }
+    }
+    println!("Trained {step} steps in {seconds:.1} s ({:.0} images/s)", images_seen as f64 / seconds);
+    let test = trainer.evaluate(&data.test);
+    println!("Test cost: {:.4}", test.cost);
+    println!("Test accuracy: {:.2} %", test.accuracy * 100.0);
+    print_mistakes(&test, &data, args.show_mistakes);
     if let Some(path) = &args.save {
-        weights::save(path, &model, summary.steps)?;
+        weights::save(path, trainer.model(), step)?;
         println!("Saved weights to {}", path.display());
     }
     Ok(())
+}
+
+/// A new model and settings from the command line.
+/// What a run starts from: the model, its settings, and for a resumed run the optimizer and progress.
+type RunStart = (Model, TrainConfig, Option<(Optimizer, Progress)>);
+
+fn fresh_run(args: &TrainArgs) -> Result<RunStart> {
+    let name = args.model.as_deref().context("--model is required (or --resume DIR)")?;
+    let network = presets::by_name(name).expect("clap checked the name");
+    let kind: OptimizerKind = args.optimizer.parse().map_err(anyhow::Error::msg)?;
+    let init: InitChoice = args.init.parse().map_err(anyhow::Error::msg)?;
+    let schedule: Schedule = args.schedule.parse().map_err(anyhow::Error::msg)?;
+    let recipe = presets::recipe(name).expect("clap checked the name");
+    let default_lr = if kind == OptimizerKind::Adam { recipe.adam_lr } else { kind.default_lr() };
+    let config = TrainConfig {
+        length: length_from(args).unwrap_or(Length::Epochs(recipe.epochs)),
+        batch: args.batch as usize,
+        lr: args.lr.unwrap_or(default_lr),
+        optimizer: OptimizerConfig::new(kind),
+        schedule,
+        seed: args.seed,
+        augment_shift: args.augment.unwrap_or(recipe.augment_shift),
+    };
+    println!("Init: {init}");
+    Ok((Model::new(network, init, args.seed)?, config, None))
+}
+
+/// The model, settings, optimizer state and progress of the latest checkpoint in `dir` (or a file).
+/// `--steps`/`--epochs` may extend the run; every other setting comes from the checkpoint.
+fn resume_from(dir: &Path, args: &TrainArgs) -> Result<RunStart> {
+    let path = checkpoint::resolve(dir)?;
+    let ckpt = Checkpoint::open(&path)?;
+    if let Some(name) = &args.model {
+        if ckpt.network().name != *name {
+            bail!("{}: this checkpoint is of the {} network, not {name}", path.display(), ckpt.network().name);
+        }
+    }
+    let model = ckpt.model()?;
+    let (mut config, optimizer, progress) = ckpt.training_state(&model)?;
+    if let Some(length) = length_from(args) {
+        config.length = length;
+    }
+    println!("Resuming from {}", path.display());
+    Ok((model, config, Some((optimizer, progress))))
+}
+
+fn length_from(args: &TrainArgs) -> Option<Length> {
+    match (args.steps, args.epochs) {
+        (Some(steps), _) => Some(Length::Steps(steps)),
+        (None, Some(epochs)) => Some(Length::Epochs(epochs)),
+        (None, None) => None,
+    }
 }
 
 fn progress_bar(total: u64) -> Option<ProgressBar> {
@@ -321,13 +407,14 @@ fn print_mistakes(evaluation: &eval::Evaluation, data: &Mnist, count: usize) {
 
 fn cmd_eval(args: EvalArgs) -> Result<()> {
     set_threads(&args.data)?;
-    let (model, step) = weights::load(&args.weights)?;
+    let path = checkpoint::resolve(&args.weights)?;
+    let (model, step) = weights::load(&path)?; // checks every tensor's CRC-32
     let data = load_data(&args.data)?;
     train::check_data(&model, &data.test)?;
     let started = Instant::now();
     let mut ws = kiln_train::model::Workspace::new();
     let evaluation = eval::evaluate(&model, &mut ws, &data.test);
-    println!("Model: {} from {} (step {step})", model.network.name, args.weights.display());
+    println!("Model: {} from {} (step {step})", model.network.name, path.display());
     println!("Test cost: {:.4}", evaluation.cost);
     println!("Test accuracy: {:.2} %", evaluation.accuracy * 100.0);
     println!("Evaluated {} images in {:.1} s", evaluation.total, started.elapsed().as_secs_f64());

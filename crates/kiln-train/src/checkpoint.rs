@@ -1,0 +1,429 @@
+//! Training checkpoints in the manner of `tf.train.Saver`: one safetensors file per save, named
+//! `<prefix>-<step>.safetensors`, and a JSON state file `checkpoint` listing the latest and the kept ones.
+//!
+//! A checkpoint holds every variable under its scope name (`conv1/weights`, ...), the optimizer slots under
+//! TF's slot names (`conv1/weights/Adam`, `conv1/weights/Adam_1`, `conv1/weights/Momentum`), and in its
+//! `__metadata__` the network, the training settings, the optimizer state, the run's progress (step, epoch,
+//! position, augmentation stream), a CRC-32 of every tensor and the kiln version. docs/FORMAT.md has the
+//! details. Every write is atomic: a temporary file, fsync, rename, fsync of the directory.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::model::Model;
+use crate::network::Network;
+use crate::optim::Optimizer;
+use crate::train::{Progress, TrainConfig};
+use crate::weights::{NETWORK_KEY, STEP_KEY, VERSION_KEY};
+
+/// Metadata keys beyond those of [`crate::weights`].
+pub const FORMAT_KEY: &str = "kiln.format";
+pub const FORMAT: &str = "kiln-checkpoint-1";
+pub const CONFIG_KEY: &str = "kiln.train_config";
+pub const OPTIMIZER_KEY: &str = "kiln.optimizer";
+pub const PROGRESS_KEY: &str = "kiln.progress";
+pub const CHECKSUMS_KEY: &str = "kiln.crc32";
+/// The state file's name, as TensorFlow's.
+pub const STATE_FILE: &str = "checkpoint";
+
+#[derive(Debug, Error)]
+pub enum CheckpointError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: not a valid safetensors file: {source}")]
+    Format { path: PathBuf, source: safetensors::SafeTensorError },
+    #[error("{path}: {problem}")]
+    Invalid { path: PathBuf, problem: String },
+    #[error("{path}: tensor {name} is corrupt: CRC-32 {found:08x}, expected {expected:08x}")]
+    Checksum { path: PathBuf, name: String, found: u32, expected: u32 },
+}
+
+/// The optimizer state saved beside the slots.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct OptimizerState {
+    config: crate::optim::OptimizerConfig,
+    beta1_power: f32,
+    beta2_power: f32,
+    updates: u64,
+}
+
+/// One entry of the state file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    /// File name, relative to the directory.
+    pub file: String,
+    pub step: u64,
+    /// Seconds since the Unix epoch.
+    pub time: u64,
+}
+
+/// The state file: the latest checkpoint and all kept ones, oldest first.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct State {
+    pub latest: Option<String>,
+    pub checkpoints: Vec<Entry>,
+}
+
+/// An opened checkpoint file.
+#[derive(Debug)]
+pub struct Checkpoint {
+    path: PathBuf,
+    network: Network,
+    step: u64,
+    metadata: HashMap<String, String>,
+    /// name → (dims, values)
+    tensors: HashMap<String, (Vec<usize>, Vec<f32>)>,
+}
+
+fn io(path: &Path) -> impl Fn(std::io::Error) -> CheckpointError + '_ {
+    move |source| CheckpointError::Io { path: path.to_path_buf(), source }
+}
+
+/// Writes `bytes` to `path` atomically: temporary file in the same directory, fsync, rename, fsync dir.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let write = || -> std::io::Result<()> {
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(dir)?.sync_all()
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        io(path)(e)
+    })
+}
+
+/// Saves a checkpoint of a run into `dir` as `<prefix>-<step>.safetensors`, then updates the state file
+/// and deletes all but the newest `keep` checkpoints it lists. Returns the new file's path.
+pub fn save(
+    dir: &Path,
+    prefix: &str,
+    model: &Model,
+    optimizer: &Optimizer,
+    config: &TrainConfig,
+    progress: &Progress,
+    keep: usize,
+) -> Result<PathBuf, CheckpointError> {
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let file = format!("{prefix}-{}.safetensors", progress.step);
+    let path = dir.join(&file);
+
+    let mut named: Vec<(String, &[usize], &[f32])> = Vec::new();
+    for (i, t) in model.params.iter().enumerate() {
+        named.push((t.name.clone(), &t.dims, &t.data));
+        for (slot_name, slot) in optimizer.slot_names(&t.name).into_iter().zip(&optimizer.slots[i]) {
+            named.push((slot_name, &t.dims, slot));
+        }
+    }
+    let checksums: HashMap<&str, String> = named
+        .iter()
+        .map(|(n, _, d)| (n.as_str(), format!("{:08x}", crc32fast::hash(bytemuck::cast_slice(d)))))
+        .collect();
+    let json = |v: &dyn erased::Json| v.to_json();
+    let state = OptimizerState {
+        config: optimizer.config,
+        beta1_power: optimizer.beta1_power,
+        beta2_power: optimizer.beta2_power,
+        updates: optimizer.updates,
+    };
+    let metadata = HashMap::from([
+        (FORMAT_KEY.to_string(), FORMAT.to_string()),
+        (VERSION_KEY.to_string(), env!("CARGO_PKG_VERSION").to_string()),
+        (NETWORK_KEY.to_string(), json(&model.network)),
+        (STEP_KEY.to_string(), progress.step.to_string()),
+        (CONFIG_KEY.to_string(), json(config)),
+        (OPTIMIZER_KEY.to_string(), json(&state)),
+        (PROGRESS_KEY.to_string(), json(progress)),
+        (CHECKSUMS_KEY.to_string(), json(&checksums)),
+    ]);
+    let views: Vec<(String, TensorView<'_>)> = named
+        .iter()
+        .map(|(n, dims, data)| {
+            let view = TensorView::new(Dtype::F32, dims.to_vec(), bytemuck::cast_slice(data))
+                .expect("dims match the data by construction");
+            (n.clone(), view)
+        })
+        .collect();
+    let bytes = safetensors::serialize(views, Some(metadata))
+        .map_err(|source| CheckpointError::Format { path: path.clone(), source })?;
+    write_atomic(&path, &bytes)?;
+
+    // Only now that the new file is safely on disk: list it, then drop the oldest beyond `keep`.
+    let mut state = read_state(dir).unwrap_or_default();
+    state.checkpoints.retain(|e| e.file != file);
+    let time = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    state.checkpoints.push(Entry { file: file.clone(), step: progress.step, time });
+    state.latest = Some(file);
+    let drop_count = state.checkpoints.len().saturating_sub(keep.max(1));
+    let dropped: Vec<Entry> = state.checkpoints.drain(..drop_count).collect();
+    write_state(dir, &state)?;
+    for old in dropped {
+        let _ = std::fs::remove_file(dir.join(&old.file));
+    }
+    Ok(path)
+}
+
+/// Serialising the metadata values; a tiny helper so `save` reads as a table.
+mod erased {
+    pub trait Json {
+        fn to_json(&self) -> String;
+    }
+    impl<T: serde::Serialize> Json for T {
+        fn to_json(&self) -> String {
+            serde_json::to_string(self).expect("plain data always serialises")
+        }
+    }
+}
+
+/// Reads `dir/checkpoint`.
+pub fn read_state(dir: &Path) -> Result<State, CheckpointError> {
+    let path = dir.join(STATE_FILE);
+    let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+    serde_json::from_str(&text).map_err(|e| CheckpointError::Invalid { path, problem: format!("bad state file: {e}") })
+}
+
+fn write_state(dir: &Path, state: &State) -> Result<(), CheckpointError> {
+    let text = serde_json::to_string_pretty(state).expect("plain data always serialises");
+    write_atomic(&dir.join(STATE_FILE), text.as_bytes())
+}
+
+/// The latest checkpoint of `dir`, as its state file names it.
+pub fn latest(dir: &Path) -> Result<PathBuf, CheckpointError> {
+    let state = read_state(dir)?;
+    let file = state.latest.ok_or_else(|| CheckpointError::Invalid {
+        path: dir.join(STATE_FILE),
+        problem: "the state file lists no checkpoint".into(),
+    })?;
+    let path = dir.join(&file);
+    if !path.is_file() {
+        return Err(CheckpointError::Invalid {
+            path: dir.join(STATE_FILE),
+            problem: format!("the latest checkpoint {file} is missing"),
+        });
+    }
+    Ok(path)
+}
+
+impl Checkpoint {
+    /// Opens and fully checks a checkpoint file: format, network, tensor shapes and checksums.
+    pub fn open(path: &Path) -> Result<Checkpoint, CheckpointError> {
+        let bytes = std::fs::read(path).map_err(io(path))?;
+        let format = |source| CheckpointError::Format { path: path.to_path_buf(), source };
+        let invalid = |problem: String| CheckpointError::Invalid { path: path.to_path_buf(), problem };
+        let (_, header) = SafeTensors::read_metadata(&bytes).map_err(format)?;
+        let st = SafeTensors::deserialize(&bytes).map_err(format)?;
+        let metadata = header.metadata().clone().unwrap_or_default();
+        let get = |key: &str| metadata.get(key).ok_or_else(|| invalid(format!("no {key} in the metadata")));
+        let network: Network =
+            serde_json::from_str(get(NETWORK_KEY)?).map_err(|e| invalid(format!("bad network: {e}")))?;
+        network.validate().map_err(|e| invalid(format!("bad network: {e}")))?;
+        // Refuse before allocating: a network can claim billions of parameters in a few bytes of JSON.
+        let declared = network.param_count().map_err(|e| invalid(format!("bad network: {e}")))?;
+        if declared.saturating_mul(4) > bytes.len() {
+            return Err(invalid(format!(
+                "the network declares {declared} parameters but the file holds only {} bytes",
+                bytes.len()
+            )));
+        }
+        let step = get(STEP_KEY)?.parse().map_err(|e| invalid(format!("bad step: {e}")))?;
+        let checksums: HashMap<String, String> = match metadata.get(CHECKSUMS_KEY) {
+            Some(s) => serde_json::from_str(s).map_err(|e| invalid(format!("bad checksums: {e}")))?,
+            None => HashMap::new(),
+        };
+        let mut tensors = HashMap::new();
+        for (name, view) in st.tensors() {
+            if view.dtype() != Dtype::F32 {
+                return Err(invalid(format!("tensor {name} has dtype {:?}, expected F32", view.dtype())));
+            }
+            let data: Vec<f32> =
+                view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+            if let Some(expected) = checksums.get(&name) {
+                let expected = u32::from_str_radix(expected, 16).map_err(|e| invalid(format!("bad checksum: {e}")))?;
+                let found = crc32fast::hash(view.data());
+                if found != expected {
+                    return Err(CheckpointError::Checksum { path: path.to_path_buf(), name, found, expected });
+                }
+            }
+            tensors.insert(name, (view.shape().to_vec(), data));
+        }
+        Ok(Checkpoint { path: path.to_path_buf(), network, step, metadata, tensors })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The network, rebuilt from the file alone.
+    pub fn network(&self) -> &Network {
+        &self.network
+    }
+
+    pub fn step(&self) -> u64 {
+        self.step
+    }
+
+    /// A tensor by name, like TF's `get_tensor_by_name`: its dims and values.
+    pub fn tensor(&self, name: &str) -> Option<(&[usize], &[f32])> {
+        self.tensors.get(name).map(|(d, v)| (d.as_slice(), v.as_slice()))
+    }
+
+    /// Every tensor name, sorted.
+    pub fn names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.tensors.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// The metadata, as stored.
+    pub fn metadata(&self) -> &HashMap<String, String> {
+        &self.metadata
+    }
+
+    /// The model with its weights. A mismatch lists every missing, unexpected and wrong-shaped tensor.
+    pub fn model(&self) -> Result<Model, CheckpointError> {
+        let invalid = |problem: String| CheckpointError::Invalid { path: self.path.clone(), problem };
+        let mut model = Model::zeroed(self.network.clone()).map_err(|e| invalid(e.to_string()))?;
+        self.restore_into(&mut model)?;
+        Ok(model)
+    }
+
+    /// Copies the weights into `model`, whose tensors must match by name and shape.
+    pub fn restore_into(&self, model: &mut Model) -> Result<(), CheckpointError> {
+        let (mut missing, mut wrong) = (Vec::new(), Vec::new());
+        for t in &model.params {
+            match self.tensors.get(&t.name) {
+                None => missing.push(t.name.clone()),
+                Some((dims, _)) if *dims != t.dims => {
+                    wrong.push(format!("{} is {dims:?}, expected {:?}", t.name, t.dims))
+                }
+                Some(_) => {}
+            }
+        }
+        let expected: Vec<&str> = model.params.iter().map(|t| t.name.as_str()).collect();
+        let unexpected: Vec<&str> = self
+            .names()
+            .into_iter()
+            .filter(|n| !expected.contains(n) && !expected.iter().any(|e| n.starts_with(&format!("{e}/"))))
+            .collect();
+        if !(missing.is_empty() && wrong.is_empty() && unexpected.is_empty()) {
+            return Err(CheckpointError::Invalid {
+                path: self.path.clone(),
+                problem: format!(
+                    "does not fit the network: missing {missing:?}, unexpected {unexpected:?}, wrong shape {wrong:?}"
+                ),
+            });
+        }
+        for t in &mut model.params {
+            t.data.copy_from_slice(&self.tensors[&t.name].1);
+        }
+        Ok(())
+    }
+
+    /// The training settings, optimizer state (with slots) and progress saved with the run.
+    pub fn training_state(&self, model: &Model) -> Result<(TrainConfig, Optimizer, Progress), CheckpointError> {
+        let invalid = |problem: String| CheckpointError::Invalid { path: self.path.clone(), problem };
+        let get =
+            |key: &str| self.metadata.get(key).ok_or_else(|| invalid(format!("no {key}: not a training checkpoint")));
+        let config: TrainConfig = serde_json::from_str(get(CONFIG_KEY)?).map_err(|e| invalid(e.to_string()))?;
+        let state: OptimizerState = serde_json::from_str(get(OPTIMIZER_KEY)?).map_err(|e| invalid(e.to_string()))?;
+        let progress: Progress = serde_json::from_str(get(PROGRESS_KEY)?).map_err(|e| invalid(e.to_string()))?;
+        let mut optimizer = Optimizer::new(state.config, &model.param_lens());
+        for (i, t) in model.params.iter().enumerate() {
+            for (slot_name, slot) in optimizer.slot_names(&t.name).into_iter().zip(&mut optimizer.slots[i]) {
+                let (dims, values) =
+                    self.tensor(&slot_name).ok_or_else(|| invalid(format!("optimizer slot {slot_name} is missing")))?;
+                if dims != t.dims.as_slice() {
+                    return Err(invalid(format!("optimizer slot {slot_name} is {dims:?}, expected {:?}", t.dims)));
+                }
+                slot.copy_from_slice(values);
+            }
+        }
+        optimizer.beta1_power = state.beta1_power;
+        optimizer.beta2_power = state.beta2_power;
+        optimizer.updates = state.updates;
+        Ok((config, optimizer, progress))
+    }
+}
+
+/// A checkpoint path from a directory (its latest) or a file.
+pub fn resolve(path: &Path) -> Result<PathBuf, CheckpointError> {
+    if path.is_dir() { latest(path) } else { Ok(path.to_path_buf()) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::init::InitChoice;
+    use crate::optim::{OptimizerConfig, OptimizerKind};
+    use crate::presets;
+    use crate::train::{Length, Schedule};
+
+    fn config() -> TrainConfig {
+        TrainConfig {
+            length: Length::Steps(10),
+            batch: 8,
+            lr: 0.001,
+            optimizer: OptimizerConfig::new(OptimizerKind::Adam),
+            schedule: Schedule::Constant,
+            seed: 1,
+            augment_shift: 0,
+        }
+    }
+
+    #[test]
+    fn save_open_keep_and_corruption() {
+        let dir = std::env::temp_dir().join(format!("kiln-ckpt-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let model = Model::new(presets::fc3(), InitChoice::Default, 3).unwrap();
+        let mut optimizer = Optimizer::new(OptimizerConfig::new(OptimizerKind::Adam), &model.param_lens());
+        optimizer.slots[0][1][5] = 0.25;
+        optimizer.beta1_power = 0.5;
+        for step in 1..=10 {
+            let progress = Progress { step, epoch: 0, position: 8 * step as usize, augment_word_pos: 7 };
+            save(&dir, "fc3", &model, &optimizer, &config(), &progress, 3).unwrap();
+        }
+        let files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(files.len(), 4, "3 checkpoints and the state file: {files:?}");
+        let state = read_state(&dir).unwrap();
+        assert_eq!(state.latest.as_deref(), Some("fc3-10.safetensors"));
+        assert_eq!(state.checkpoints.iter().map(|e| e.step).collect::<Vec<_>>(), [8, 9, 10]);
+
+        let ckpt = Checkpoint::open(&latest(&dir).unwrap()).unwrap();
+        assert_eq!(ckpt.step(), 10);
+        assert_eq!(ckpt.network(), &model.network);
+        assert_eq!(ckpt.tensor("dense1/weights").unwrap().1, &model.params[0].data[..]);
+        assert!(ckpt.names().contains(&"dense1/weights/Adam_1"));
+        let restored = ckpt.model().unwrap();
+        assert_eq!(restored.params, model.params);
+        let (cfg, opt, progress) = ckpt.training_state(&restored).unwrap();
+        assert_eq!(cfg, config());
+        assert_eq!((opt.slots[0][1][5], opt.beta1_power), (0.25, 0.5));
+        assert_eq!(progress.position, 80);
+
+        // Flip one byte in the data: the checksum names the tensor.
+        let path = latest(&dir).unwrap();
+        let mut bytes = std::fs::read(&path).unwrap();
+        let last = bytes.len() - 3;
+        bytes[last] ^= 0x40;
+        std::fs::write(&path, bytes).unwrap();
+        let err = Checkpoint::open(&path).unwrap_err().to_string();
+        assert!(err.contains("fc3-10.safetensors") && err.contains("corrupt"), "{err}");
+
+        // Another network's checkpoint does not restore into this one.
+        let mut conv = Model::new(presets::convnet4(), InitChoice::Default, 3).unwrap();
+        let err = Checkpoint::open(&dir.join("fc3-9.safetensors")).unwrap().restore_into(&mut conv).unwrap_err();
+        let err = err.to_string();
+        assert!(err.contains("missing") && err.contains("conv1/weights") && err.contains("wrong shape"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
