@@ -395,4 +395,10 @@ fn resume_is_bit_identical_and_keep_prunes() {
     std::fs::remove_file(&latest).unwrap();
     let err = fails(&["train", "--resume", ckpt.to_str().unwrap(), "--data", data]);
     assert!(err.contains("convnet4-30.safetensors is missing"), "{err}");
+
+    // No state file: the newest intact checkpoint is used, with a warning.
+    std::fs::remove_file(ckpt.join("checkpoint")).unwrap();
+    let out = kiln(&["eval", ckpt.to_str().unwrap(), "--data", data]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("warning") && stdout(&out).contains("convnet4-15.safetensors"), "{}", stderr(&out));
 }

@@ -355,9 +355,41 @@ impl Checkpoint {
     }
 }
 
-/// A checkpoint path from a directory (its latest) or a file.
-pub fn resolve(path: &Path) -> Result<PathBuf, CheckpointError> {
-    if path.is_dir() { latest(path) } else { Ok(path.to_path_buf()) }
+/// A checkpoint path from a directory (its latest) or a file. Without a state file, the newest
+/// checkpoint in the directory that opens cleanly is taken, with a warning for the caller to show.
+pub fn resolve(path: &Path) -> Result<(PathBuf, Option<String>), CheckpointError> {
+    if !path.is_dir() {
+        return Ok((path.to_path_buf(), None));
+    }
+    let state = path.join(STATE_FILE);
+    if state.exists() {
+        return Ok((latest(path)?, None));
+    }
+    let newest = newest_intact(path)?.ok_or_else(|| CheckpointError::Invalid {
+        path: path.to_path_buf(),
+        problem: format!("no {STATE_FILE} state file and no intact checkpoint"),
+    })?;
+    let warning = format!(
+        "{} is missing; using the newest intact checkpoint, {}",
+        state.display(),
+        newest.file_name().unwrap_or_default().to_string_lossy()
+    );
+    Ok((newest, Some(warning)))
+}
+
+/// The checkpoint `*-<step>.safetensors` in `dir` with the highest step that opens and checks out.
+fn newest_intact(dir: &Path) -> Result<Option<PathBuf>, CheckpointError> {
+    let mut found: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)
+        .map_err(io(dir))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter_map(|p| {
+            let stem = p.file_name()?.to_str()?.strip_suffix(".safetensors")?.to_string();
+            let step = stem.rsplit_once('-')?.1.parse().ok()?;
+            Some((step, p))
+        })
+        .collect();
+    found.sort_by(|a, b| b.0.cmp(&a.0));
+    Ok(found.into_iter().map(|(_, p)| p).find(|p| Checkpoint::open(p).is_ok()))
 }
 
 #[cfg(test)]

@@ -359,7 +359,7 @@ fn fresh_run(args: &TrainArgs) -> Result<RunStart> {
 /// The model, settings, optimizer state and progress of the latest checkpoint in `dir` (or a file).
 /// `--steps`/`--epochs` may extend the run; every other setting comes from the checkpoint.
 fn resume_from(dir: &Path, args: &TrainArgs) -> Result<RunStart> {
-    let path = checkpoint::resolve(dir)?;
+    let path = resolve_checkpoint(dir)?;
     let ckpt = Checkpoint::open(&path)?;
     if let Some(name) = &args.model {
         if ckpt.network().name != *name {
@@ -373,6 +373,15 @@ fn resume_from(dir: &Path, args: &TrainArgs) -> Result<RunStart> {
     }
     println!("Resuming from {}", path.display());
     Ok((model, config, Some((optimizer, progress))))
+}
+
+/// A checkpoint file from a file or directory argument, warning on stderr when the state file is gone.
+fn resolve_checkpoint(path: &Path) -> Result<PathBuf> {
+    let (path, warning) = checkpoint::resolve(path)?;
+    if let Some(warning) = warning {
+        eprintln!("warning: {warning}");
+    }
+    Ok(path)
 }
 
 fn length_from(args: &TrainArgs) -> Option<Length> {
@@ -407,7 +416,7 @@ fn print_mistakes(evaluation: &eval::Evaluation, data: &Mnist, count: usize) {
 
 fn cmd_eval(args: EvalArgs) -> Result<()> {
     set_threads(&args.data)?;
-    let path = checkpoint::resolve(&args.weights)?;
+    let path = resolve_checkpoint(&args.weights)?;
     let (model, step) = weights::load(&path)?; // checks every tensor's CRC-32
     let data = load_data(&args.data)?;
     train::check_data(&model, &data.test)?;
