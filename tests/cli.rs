@@ -402,3 +402,46 @@ fn resume_is_bit_identical_and_keep_prunes() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains("warning") && stdout(&out).contains("convnet4-15.safetensors"), "{}", stderr(&out));
 }
+
+/// Kill training with SIGKILL at pseudo-random moments while it saves a checkpoint every step; after every
+/// kill, `latest` must load. Each run resumes the last one, so the kills land at every point of a save.
+#[test]
+fn sigkill_during_saves_never_loses_latest() {
+    let dir = small_mnist("kill", 640, 100);
+    let data = dir.to_str().unwrap();
+    let ckpt = scratch("kill-out").join("ck");
+    let ck = ckpt.to_str().unwrap();
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let (mut kills, mut runs) = (0, 0);
+    while kills < 50 {
+        runs += 1;
+        assert!(runs < 200, "only {kills} kills after {runs} runs");
+        let mut args = vec!["train", "--steps", "1000000", "--save-every", "1", "--keep", "2", "--data", data];
+        args.extend(["--print-every", "1000000", "--show-mistakes", "0"]);
+        let resuming = ckpt.join("checkpoint").exists();
+        if resuming {
+            args.extend(["--resume", ck]);
+        } else {
+            args.extend(["--model", "fc3", "--ckpt-dir", ck]);
+        }
+        let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .args(&args)
+            .env("RAYON_NUM_THREADS", "2")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        std::thread::sleep(std::time::Duration::from_millis(150 + seed % 400));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        if ckpt.join("checkpoint").exists() {
+            kills += 1;
+            let out = kiln(&["eval", ck, "--data", data, "--show-mistakes", "0"]);
+            assert!(out.status.success(), "after kill {kills}, latest does not load:\n{}", stderr(&out));
+            assert!(!stderr(&out).contains("warning"), "{}", stderr(&out));
+        }
+    }
+}
