@@ -445,3 +445,46 @@ fn sigkill_during_saves_never_loses_latest() {
         }
     }
 }
+
+/// The checkpoint reads in Python with the `safetensors` package: names, shapes and values agree.
+#[test]
+fn checkpoint_reads_in_python_safetensors() {
+    let dir = small_mnist("interop", 200, 50);
+    let out = scratch("interop-out");
+    let ck = out.join("ck");
+    succeeds(&[
+        "train",
+        "--model",
+        "convnet4",
+        "--steps",
+        "3",
+        "--optimizer",
+        "momentum",
+        "--data",
+        dir.to_str().unwrap(),
+        "--ckpt-dir",
+        ck.to_str().unwrap(),
+    ]);
+    let path = ck.join("convnet4-3.safetensors");
+    let ckpt = kiln_train::checkpoint::Checkpoint::open(&path).unwrap();
+    let mut expected = String::new();
+    for name in ckpt.names() {
+        let (dims, values) = ckpt.tensor(name).unwrap();
+        let dims: Vec<String> = dims.iter().map(|d| d.to_string()).collect();
+        let sum: f64 = values.iter().map(|&v| v as f64).sum();
+        let first: Vec<String> = values.iter().take(4).map(|v| format!("{v:?}")).collect();
+        expected.push_str(&format!("{name}|{}|{sum:?}|{}\n", dims.join(","), first.join(",")));
+    }
+    assert!(expected.contains("conv1/weights/Momentum|3,3,1,64|"), "{expected}");
+    let expected_path = out.join("expected.txt");
+    std::fs::write(&expected_path, expected).unwrap();
+    let script = repo().join("tests/interop_safetensors.py");
+    let result = Command::new("python3").arg(&script).arg(&path).arg(&expected_path).output().expect("python3 runs");
+    assert!(
+        result.status.success(),
+        "python safetensors disagrees (pip install safetensors numpy):\n{}{}",
+        stdout(&result),
+        stderr(&result)
+    );
+    assert!(stdout(&result).contains("ok: 20 tensors"), "{}", stdout(&result));
+}

@@ -8,6 +8,9 @@ for target in wasm32-unknown-unknown thumbv7em-none-eabihf; do
   rustup target list --installed | grep -qx "$target" || rustup target add "$target"
 done
 
+# The checkpoint interop test reads files with Python's safetensors package.
+python3 -c 'import safetensors, numpy' 2>/dev/null || python3 -m pip install --quiet safetensors numpy
+
 echo "== kiln-core builds for wasm32 and bare-metal Arm (no_std, no alloc)"
 cargo build -p kiln-core --target wasm32-unknown-unknown --release
 cargo build -p kiln-core --target thumbv7em-none-eabihf --release

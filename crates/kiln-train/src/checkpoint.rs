@@ -61,6 +61,9 @@ pub struct Entry {
     pub step: u64,
     /// Seconds since the Unix epoch.
     pub time: u64,
+    /// Test accuracy (0..=1) measured on this checkpoint, if any was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_accuracy: Option<f32>,
 }
 
 /// The state file: the latest checkpoint and all kept ones, oldest first.
@@ -162,7 +165,7 @@ pub fn save(
     let mut state = read_state(dir).unwrap_or_default();
     state.checkpoints.retain(|e| e.file != file);
     let time = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    state.checkpoints.push(Entry { file: file.clone(), step: progress.step, time });
+    state.checkpoints.push(Entry { file: file.clone(), step: progress.step, time, test_accuracy: None });
     state.latest = Some(file);
     let drop_count = state.checkpoints.len().saturating_sub(keep.max(1));
     let dropped: Vec<Entry> = state.checkpoints.drain(..drop_count).collect();
@@ -183,6 +186,17 @@ mod erased {
             serde_json::to_string(self).expect("plain data always serialises")
         }
     }
+}
+
+/// Notes a measured test accuracy against `file` in the state file (atomically, like every write).
+pub fn record_accuracy(dir: &Path, file: &Path, accuracy: f32) -> Result<(), CheckpointError> {
+    let mut state = read_state(dir)?;
+    let name = file.file_name().map(|n| n.to_string_lossy().into_owned());
+    if let Some(entry) = state.checkpoints.iter_mut().find(|e| Some(&e.file) == name.as_ref()) {
+        entry.test_accuracy = Some(accuracy);
+        write_state(dir, &state)?;
+    }
+    Ok(())
 }
 
 /// Reads `dir/checkpoint`.
@@ -388,7 +402,7 @@ fn newest_intact(dir: &Path) -> Result<Option<PathBuf>, CheckpointError> {
             Some((step, p))
         })
         .collect();
-    found.sort_by(|a, b| b.0.cmp(&a.0));
+    found.sort_by_key(|entry| std::cmp::Reverse(entry.0));
     Ok(found.into_iter().map(|(_, p)| p).find(|p| Checkpoint::open(p).is_ok()))
 }
 

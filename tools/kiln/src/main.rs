@@ -32,6 +32,23 @@ enum Command {
     /// Measure speed.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// List and inspect training checkpoints.
+    #[command(subcommand)]
+    Ckpt(CkptCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum CkptCommand {
+    /// The checkpoints a directory keeps: step, time, size and test accuracy if measured.
+    Ls {
+        /// A checkpoint directory (written by `kiln train --ckpt-dir`).
+        dir: PathBuf,
+    },
+    /// A checkpoint's tensors (name, dtype, shape) and metadata.
+    Inspect {
+        /// A checkpoint or weights file, or a checkpoint directory (its latest).
+        file: PathBuf,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -165,6 +182,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Train(args) => cmd_train(*args),
         Command::Eval(args) => cmd_eval(args),
         Command::Bench(BenchCommand::Train(args)) => cmd_bench_train(args),
+        Command::Ckpt(CkptCommand::Ls { dir }) => cmd_ckpt_ls(&dir),
+        Command::Ckpt(CkptCommand::Inspect { file }) => cmd_ckpt_inspect(&file),
     }
 }
 
@@ -264,7 +283,7 @@ fn cmd_train(args: TrainArgs) -> Result<()> {
         trainer.resume(&progress, optimizer)?;
         println!("Resumed at step {} (epoch {})", progress.step, progress.epoch + 1);
     }
-    let save = |trainer: &Trainer<'_>, dir: &Path| -> Result<()> {
+    let save = |trainer: &Trainer<'_>, dir: &Path| -> Result<PathBuf> {
         let path = checkpoint::save(
             dir,
             &prefix,
@@ -275,7 +294,7 @@ fn cmd_train(args: TrainArgs) -> Result<()> {
             args.keep as usize,
         )?;
         println!("Saved checkpoint {}", path.display());
-        Ok(())
+        Ok(path)
     };
 
     let bar = progress_bar(total);
@@ -314,16 +333,19 @@ fn cmd_train(args: TrainArgs) -> Result<()> {
     }
     let seconds = started.elapsed().as_secs_f64();
     let step = trainer.progress().step;
-    if let Some(dir) = &ckpt_dir {
-        if last_saved != Some(step) {
-            save(&trainer, dir)?;
-        }
-    }
+    let final_checkpoint = match &ckpt_dir {
+        Some(dir) if last_saved != Some(step) => Some(save(&trainer, dir)?),
+        Some(dir) => Some(dir.join(format!("{prefix}-{step}.safetensors"))),
+        None => None,
+    };
     println!("Trained {step} steps in {seconds:.1} s ({:.0} images/s)", images_seen as f64 / seconds);
     let test = trainer.evaluate(&data.test);
     println!("Test cost: {:.4}", test.cost);
     println!("Test accuracy: {:.2} %", test.accuracy * 100.0);
     print_mistakes(&test, &data, args.show_mistakes);
+    if let (Some(dir), Some(file)) = (&ckpt_dir, &final_checkpoint) {
+        checkpoint::record_accuracy(dir, file, test.accuracy)?;
+    }
     if let Some(path) = &args.save {
         weights::save(path, trainer.model(), step)?;
         println!("Saved weights to {}", path.display());
@@ -373,6 +395,52 @@ fn resume_from(dir: &Path, args: &TrainArgs) -> Result<RunStart> {
     }
     println!("Resuming from {}", path.display());
     Ok((model, config, Some((optimizer, progress))))
+}
+
+fn cmd_ckpt_ls(dir: &Path) -> Result<()> {
+    let state = checkpoint::read_state(dir)?;
+    println!("{:>8}  {:<20}  {:>12}  {:>9}  file", "step", "saved (UTC)", "bytes", "test acc");
+    for e in &state.checkpoints {
+        let size =
+            std::fs::metadata(dir.join(&e.file)).map(|m| m.len().to_string()).unwrap_or_else(|_| "missing".into());
+        let accuracy = e.test_accuracy.map_or("-".to_string(), |a| format!("{:.2} %", a * 100.0));
+        let latest = if state.latest.as_ref() == Some(&e.file) { "  (latest)" } else { "" };
+        println!("{:>8}  {:<20}  {size:>12}  {accuracy:>9}  {}{latest}", e.step, utc(e.time), e.file);
+    }
+    Ok(())
+}
+
+fn cmd_ckpt_inspect(file: &Path) -> Result<()> {
+    let path = resolve_checkpoint(file)?;
+    let ckpt = Checkpoint::open(&path)?;
+    println!("{} (step {}, every CRC-32 checked)", path.display(), ckpt.step());
+    println!("{:<28} {:<6} shape", "tensor", "dtype");
+    for name in ckpt.names() {
+        let (dims, _) = ckpt.tensor(name).expect("listed names exist");
+        println!("{name:<28} {:<6} {dims:?}", "F32");
+    }
+    let mut keys: Vec<_> = ckpt.metadata().iter().collect();
+    keys.sort();
+    println!("metadata:");
+    for (key, value) in keys {
+        println!("  {key} = {value}");
+    }
+    Ok(())
+}
+
+/// `YYYY-MM-DD HH:MM:SS` for seconds since the Unix epoch (civil-from-days, proleptic Gregorian).
+fn utc(secs: u64) -> String {
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}", rem / 3600, rem / 60 % 60, rem % 60)
 }
 
 /// A checkpoint file from a file or directory argument, warning on stderr when the state file is gone.
