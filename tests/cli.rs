@@ -488,3 +488,72 @@ fn checkpoint_reads_in_python_safetensors() {
     );
     assert!(stdout(&result).contains("ok: 20 tensors"), "{}", stdout(&result));
 }
+
+fn is_root() -> bool {
+    Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false)
+}
+
+/// A checkpoint directory that cannot be written: a clear error naming it, no panic.
+#[test]
+fn unwritable_checkpoint_directory_is_an_error() {
+    let dir = small_mnist("readonly", 100, 50);
+    let ck = scratch("readonly-out").join("ck");
+    std::fs::create_dir_all(&ck).unwrap();
+    let args = [
+        "train",
+        "--model",
+        "fc3",
+        "--steps",
+        "2",
+        "--data",
+        dir.to_str().unwrap(),
+        "--ckpt-dir",
+        ck.to_str().unwrap(),
+    ];
+    // Root ignores permission bits, so as root the run drops to the `nobody` user instead.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&ck, std::fs::Permissions::from_mode(0o555)).unwrap();
+    let out = if is_root() {
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", env!("CARGO_BIN_EXE_kiln")])
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .expect("setpriv runs")
+    } else {
+        kiln(&args)
+    };
+    let err = stderr(&out);
+    assert!(!out.status.success() && !err.contains("panicked"), "{err}");
+    assert!(err.contains(ck.to_str().unwrap()) && err.contains("ermission denied"), "{err}");
+}
+
+/// A full disk during a save: the error names the file, and the previous checkpoint stays listed and loads.
+#[test]
+fn full_disk_keeps_the_previous_checkpoint() {
+    if !is_root() {
+        eprintln!("skipped: mounting a small tmpfs to fill needs root");
+        return;
+    }
+    struct Mount(PathBuf);
+    impl Drop for Mount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let dir = small_mnist("fulldisk", 100, 50);
+    let ck = scratch("fulldisk-out").join("ck");
+    std::fs::create_dir_all(&ck).unwrap();
+    // An fc3 checkpoint with Adam's slots is 7.8 MB: one fits in 12 MB, a second does not.
+    let status = Command::new("mount").args(["-t", "tmpfs", "-o", "size=12m", "tmpfs"]).arg(&ck).status().unwrap();
+    assert!(status.success(), "mount tmpfs");
+    let _mount = Mount(ck.clone());
+    let (data, ckd) = (dir.to_str().unwrap(), ck.to_str().unwrap());
+    let err =
+        fails(&["train", "--model", "fc3", "--steps", "2", "--save-every", "1", "--data", data, "--ckpt-dir", ckd]);
+    assert!(err.contains("fc3-2.safetensors") && err.contains("No space left"), "{err}");
+    let out = succeeds(&["eval", ckd, "--data", data]);
+    assert!(out.contains("fc3-1.safetensors (step 1)"), "{out}");
+    let leftovers: Vec<_> = std::fs::read_dir(&ck).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(leftovers.len(), 2, "the checkpoint and the state file, no temporary file: {leftovers:?}");
+}
