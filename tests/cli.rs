@@ -392,6 +392,11 @@ fn resume_is_bit_identical_and_keep_prunes() {
     assert!(err.contains("convnet4-30.safetensors"), "{err}");
     let err = fails(&["train", "--resume", ckpt.to_str().unwrap(), "--data", data]);
     assert!(err.contains("convnet4-30.safetensors") && err.contains("corrupt"), "{err}");
+    // A truncated checkpoint is named too.
+    let bytes = std::fs::read(&latest).unwrap();
+    std::fs::write(&latest, &bytes[..bytes.len() / 2]).unwrap();
+    let err = fails(&["ckpt", "inspect", latest.to_str().unwrap()]);
+    assert!(err.contains("convnet4-30.safetensors") && err.contains("not a valid safetensors file"), "{err}");
     std::fs::remove_file(&latest).unwrap();
     let err = fails(&["train", "--resume", ckpt.to_str().unwrap(), "--data", data]);
     assert!(err.contains("convnet4-30.safetensors is missing"), "{err}");
