@@ -412,19 +412,7 @@ mod tests {
     use crate::init::InitChoice;
     use crate::optim::{OptimizerConfig, OptimizerKind};
     use crate::presets;
-    use crate::train::{Length, Schedule};
-
-    fn config() -> TrainConfig {
-        TrainConfig {
-            length: Length::Steps(10),
-            batch: 8,
-            lr: 0.001,
-            optimizer: OptimizerConfig::new(OptimizerKind::Adam),
-            schedule: Schedule::Constant,
-            seed: 1,
-            augment_shift: 0,
-        }
-    }
+    use crate::train::tests::config;
 
     #[test]
     fn save_open_keep_and_corruption() {

@@ -387,11 +387,14 @@ pub fn train(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use crate::init::InitChoice;
     use crate::optim::OptimizerKind;
+    use crate::presets;
 
-    fn config() -> TrainConfig {
+    /// Ten Adam steps at batch 64 with a constant rate: a small, valid configuration for tests.
+    pub(crate) fn config() -> TrainConfig {
         TrainConfig {
             length: Length::Steps(10),
             batch: 64,
@@ -418,6 +421,20 @@ mod tests {
         assert!(c.validate().unwrap_err().to_string().contains("steps"));
         c.length = Length::Epochs(0);
         assert!(c.validate().unwrap_err().to_string().contains("epochs"));
+    }
+
+    /// `train` on a slice of the bundled digits: fc3 must beat chance by far in a few dozen steps.
+    #[test]
+    fn train_learns_on_real_digits() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(crate::data::BUNDLED_DIR);
+        let full = Mnist::load(&dir).unwrap();
+        let data = Mnist { dir, train: full.train.take(2000), test: full.test.take(500) };
+        let mut model = Model::new(presets::fc3(), InitChoice::Default, 1).unwrap();
+        let mut steps = 0;
+        let c = TrainConfig { length: Length::Steps(60), ..config() };
+        let summary = train(&mut model, &data, &c, &mut |_| steps += 1).unwrap();
+        assert_eq!((summary.steps, steps), (60, 60));
+        assert!(summary.test.accuracy > 0.8, "fc3 reached only {}", summary.test.accuracy);
     }
 
     #[test]
