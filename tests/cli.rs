@@ -380,6 +380,10 @@ fn resume_is_bit_identical_and_keep_prunes() {
     assert!(second.contains("Resumed at step 15"), "{second}");
     assert!(tensor_bytes(&straight) == tensor_bytes(&resumed), "resumed training differs from straight training");
 
+    // Settings come from the checkpoint: changing them on resume is refused, not silently ignored.
+    let err = fails(&["train", "--resume", ckpt.to_str().unwrap(), "--lr", "0.1", "--data", data]);
+    assert!(err.contains("--lr") && err.contains("--resume"), "{err}");
+
     // A checkpoint of another network, a corrupt checkpoint, a state file naming a missing file.
     let err = fails(&["train", "--resume", ckpt.to_str().unwrap(), "--model", "vgg", "--data", data]);
     assert!(err.contains("convnet4") && err.contains("not vgg"), "{err}");

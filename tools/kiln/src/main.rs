@@ -77,24 +77,24 @@ struct TrainArgs {
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     steps: Option<u64>,
     /// Images per update.
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=MAX_BATCH))]
+    #[arg(long, conflicts_with = "resume", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=MAX_BATCH))]
     batch: u32,
     /// Learning rate [default: adam 0.002 for fc3 and 0.001 otherwise; sgd and momentum 0.01].
-    #[arg(long, value_parser = positive_f32)]
+    #[arg(long, conflicts_with = "resume", value_parser = positive_f32)]
     lr: Option<f32>,
-    #[arg(long, default_value = "adam", value_parser = clap::builder::PossibleValuesParser::new(optim::NAMES))]
+    #[arg(long, conflicts_with = "resume", default_value = "adam", value_parser = clap::builder::PossibleValuesParser::new(optim::NAMES))]
     optimizer: String,
     /// Weight initializer: `default` is He for ReLU layers and Xavier for the output layer (post 6).
-    #[arg(long, default_value = "default", value_parser = clap::builder::PossibleValuesParser::new(init::NAMES))]
+    #[arg(long, conflicts_with = "resume", default_value = "default", value_parser = clap::builder::PossibleValuesParser::new(init::NAMES))]
     init: String,
     /// Learning-rate schedule.
-    #[arg(long, default_value = "cosine", value_parser = clap::builder::PossibleValuesParser::new(train::SCHEDULE_NAMES))]
+    #[arg(long, conflicts_with = "resume", default_value = "cosine", value_parser = clap::builder::PossibleValuesParser::new(train::SCHEDULE_NAMES))]
     schedule: String,
     /// Shift each training image by a random 0..=N pixels on each axis; 0 turns it off [default: fc3 1, others 2].
-    #[arg(long)]
+    #[arg(long, conflicts_with = "resume")]
     augment: Option<usize>,
     /// Seed for initialisation, data order and augmentation.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, conflicts_with = "resume", default_value_t = 1)]
     seed: u64,
     /// Print `Cost:` and `Accuracy:` for the current batch every N steps.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
