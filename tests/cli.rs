@@ -451,6 +451,12 @@ fn sigkill_during_saves_never_loses_latest() {
             let out = kiln(&["eval", ck, "--data", data, "--show-mistakes", "0"]);
             assert!(out.status.success(), "after kill {kills}, latest does not load:\n{}", stderr(&out));
             assert!(!stderr(&out).contains("warning"), "{}", stderr(&out));
+            // Each save first removes what killed saves left behind: at most the last one's temporary file.
+            let temporaries = std::fs::read_dir(&ckpt)
+                .unwrap()
+                .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().contains(".tmp-"))
+                .count();
+            assert!(temporaries <= 2, "{temporaries} temporary files pile up");
         }
     }
 }

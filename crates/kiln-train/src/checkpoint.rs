@@ -106,6 +106,20 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
     })
 }
 
+/// Deletes temporary files that a killed save left in `dir` (`.<name>.tmp-<pid>` of another process).
+/// A checkpoint directory has one writer at a time, so any such file is garbage — up to 184 MB for the VGG.
+fn remove_stale_temporaries(dir: &Path) {
+    let ours = format!(".tmp-{}", std::process::id());
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.') && name.contains(".tmp-") && !name.ends_with(&ours) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
 /// Saves a checkpoint of a run into `dir` as `<prefix>-<step>.safetensors`, then updates the state file
 /// and deletes all but the newest `keep` checkpoints it lists. Returns the new file's path.
 pub fn save(
@@ -118,6 +132,7 @@ pub fn save(
     keep: usize,
 ) -> Result<PathBuf, CheckpointError> {
     std::fs::create_dir_all(dir).map_err(io(dir))?;
+    remove_stale_temporaries(dir);
     let file = format!("{prefix}-{}.safetensors", progress.step);
     let path = dir.join(&file);
 
