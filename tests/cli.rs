@@ -282,6 +282,16 @@ fn eval_reports_bad_weight_files() {
     std::fs::write(&path, bytes).unwrap();
     let err = fails(&["eval", path.to_str().unwrap()]);
     assert!(err.contains("huge.safetensors") && err.contains("declares"), "{err}");
+
+    // No parameters at all, but a padding that asks for a 200,028 x 200,028 image: refused too.
+    let network = r#"{\"name\":\"wide\",\"input\":{\"h\":28,\"w\":28,\"c\":1},\"layers\":[{\"pad\":{\"top\":100000,\"bottom\":100000,\"left\":100000,\"right\":100000}}]}"#;
+    let header = format!(r#"{{"__metadata__":{{"kiln.network":"{network}","kiln.step":"0"}}}}"#);
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend(header.as_bytes());
+    let path = dir.join("wide.safetensors");
+    std::fs::write(&path, bytes).unwrap();
+    let err = fails(&["eval", path.to_str().unwrap()]);
+    assert!(err.contains("wide.safetensors") && err.contains("activation"), "{err}");
 }
 
 #[test]

@@ -29,6 +29,8 @@ pub const CONFIG_KEY: &str = "kiln.train_config";
 pub const OPTIMIZER_KEY: &str = "kiln.optimizer";
 pub const PROGRESS_KEY: &str = "kiln.progress";
 pub const CHECKSUMS_KEY: &str = "kiln.crc32";
+/// Largest activation (values per image) a file may ask for: 2^24 floats, 64 MiB, 256 times the VGG's largest.
+pub const MAX_ACTIVATION_VALUES: usize = 1 << 24;
 /// The state file's name, as TensorFlow's.
 pub const STATE_FILE: &str = "checkpoint";
 
@@ -133,6 +135,9 @@ pub fn save(
 ) -> Result<PathBuf, CheckpointError> {
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     remove_stale_temporaries(dir);
+    // The prefix comes from a network name, which a file can set: keep it a plain file name.
+    let prefix: String =
+        prefix.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' }).collect();
     let file = format!("{prefix}-{}.safetensors", progress.step);
     let path = dir.join(&file);
 
@@ -262,6 +267,14 @@ impl Checkpoint {
             return Err(invalid(format!(
                 "the network declares {declared} parameters but the file holds only {} bytes",
                 bytes.len()
+            )));
+        }
+        // The same for activations: a pad layer can ask for a gigantic image in a few bytes.
+        let largest = kiln_core::network::max_activation_len(&network.layers, network.input)
+            .map_err(|e| invalid(format!("bad network: {e}")))?;
+        if largest > MAX_ACTIVATION_VALUES {
+            return Err(invalid(format!(
+                "the network has an activation of {largest} values per image; kiln allocates at most {MAX_ACTIVATION_VALUES}"
             )));
         }
         let step = get(STEP_KEY)?.parse().map_err(|e| invalid(format!("bad step: {e}")))?;
@@ -467,6 +480,13 @@ mod tests {
         std::fs::write(&path, bytes).unwrap();
         let err = Checkpoint::open(&path).unwrap_err().to_string();
         assert!(err.contains("fc3-10.safetensors") && err.contains("corrupt"), "{err}");
+
+        // A hostile network name cannot steer where checkpoints go.
+        let mut sneaky = model.clone();
+        sneaky.network.name = "../../escape".into();
+        let progress = Progress { step: 11, epoch: 0, position: 0, augment_word_pos: 0 };
+        let path = save(&dir, &sneaky.network.name, &sneaky, &optimizer, &config(), &progress, 3).unwrap();
+        assert_eq!(path, dir.join("______escape-11.safetensors"));
 
         // Another network's checkpoint does not restore into this one.
         let mut conv = Model::new(presets::convnet4(), InitChoice::Default, 3).unwrap();
