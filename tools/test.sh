@@ -9,7 +9,10 @@ for target in wasm32-unknown-unknown thumbv7em-none-eabihf; do
 done
 
 # The checkpoint interop test reads files with Python's safetensors package.
-python3 -c 'import safetensors, numpy' 2>/dev/null || python3 -m pip install --quiet safetensors numpy
+# (Debian's own python3 refuses plain pip installs; the second form is for it.)
+python3 -c 'import safetensors, numpy' 2>/dev/null ||
+  python3 -m pip install --quiet safetensors numpy ||
+  python3 -m pip install --quiet --break-system-packages safetensors numpy
 
 echo "== kiln-core builds for wasm32 and bare-metal Arm (no_std, no alloc)"
 cargo build -p kiln-core --target wasm32-unknown-unknown --release
