@@ -263,6 +263,13 @@ fn same_seed_same_weights_bit_for_bit_and_eval_agrees() {
     assert!(out.contains("convnet4"), "{out}");
 }
 
+/// A safetensors file with this JSON header and no tensors.
+fn write_header_only(path: &Path, header: &str) {
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend(header.as_bytes());
+    std::fs::write(path, bytes).unwrap();
+}
+
 #[test]
 fn eval_reports_bad_weight_files() {
     let dir = scratch("bad-weights");
@@ -275,21 +282,15 @@ fn eval_reports_bad_weight_files() {
 
     // A few bytes of JSON claiming a trillion parameters: refused before anything is allocated.
     let network = r#"{\"name\":\"huge\",\"input\":{\"h\":28,\"w\":28,\"c\":1},\"layers\":[\"flatten\",{\"dense\":{\"units\":1000000000}}]}"#;
-    let header = format!(r#"{{"__metadata__":{{"kiln.network":"{network}"}}}}"#);
-    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
-    bytes.extend(header.as_bytes());
     let path = dir.join("huge.safetensors");
-    std::fs::write(&path, bytes).unwrap();
+    write_header_only(&path, &format!(r#"{{"__metadata__":{{"kiln.network":"{network}"}}}}"#));
     let err = fails(&["eval", path.to_str().unwrap()]);
     assert!(err.contains("huge.safetensors") && err.contains("declares"), "{err}");
 
     // No parameters at all, but a padding that asks for a 200,028 x 200,028 image: refused too.
     let network = r#"{\"name\":\"wide\",\"input\":{\"h\":28,\"w\":28,\"c\":1},\"layers\":[{\"pad\":{\"top\":100000,\"bottom\":100000,\"left\":100000,\"right\":100000}}]}"#;
-    let header = format!(r#"{{"__metadata__":{{"kiln.network":"{network}","kiln.step":"0"}}}}"#);
-    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
-    bytes.extend(header.as_bytes());
     let path = dir.join("wide.safetensors");
-    std::fs::write(&path, bytes).unwrap();
+    write_header_only(&path, &format!(r#"{{"__metadata__":{{"kiln.network":"{network}","kiln.step":"0"}}}}"#));
     let err = fails(&["eval", path.to_str().unwrap()]);
     assert!(err.contains("wide.safetensors") && err.contains("activation"), "{err}");
 }

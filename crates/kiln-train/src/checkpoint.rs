@@ -148,11 +148,6 @@ pub fn save(
             named.push((slot_name, &t.dims, slot));
         }
     }
-    let checksums: HashMap<&str, String> = named
-        .iter()
-        .map(|(n, _, d)| (n.as_str(), format!("{:08x}", crc32fast::hash(bytemuck::cast_slice(d)))))
-        .collect();
-    let json = |v: &dyn erased::Json| v.to_json();
     let state = OptimizerState {
         config: optimizer.config,
         beta1_power: optimizer.beta1_power,
@@ -161,25 +156,13 @@ pub fn save(
     };
     let metadata = HashMap::from([
         (FORMAT_KEY.to_string(), FORMAT.to_string()),
-        (VERSION_KEY.to_string(), env!("CARGO_PKG_VERSION").to_string()),
-        (NETWORK_KEY.to_string(), json(&model.network)),
+        (NETWORK_KEY.to_string(), to_json(&model.network)),
         (STEP_KEY.to_string(), progress.step.to_string()),
-        (CONFIG_KEY.to_string(), json(config)),
-        (OPTIMIZER_KEY.to_string(), json(&state)),
-        (PROGRESS_KEY.to_string(), json(progress)),
-        (CHECKSUMS_KEY.to_string(), json(&checksums)),
+        (CONFIG_KEY.to_string(), to_json(config)),
+        (OPTIMIZER_KEY.to_string(), to_json(&state)),
+        (PROGRESS_KEY.to_string(), to_json(progress)),
     ]);
-    let views: Vec<(String, TensorView<'_>)> = named
-        .iter()
-        .map(|(n, dims, data)| {
-            let view = TensorView::new(Dtype::F32, dims.to_vec(), bytemuck::cast_slice(data))
-                .expect("dims match the data by construction");
-            (n.clone(), view)
-        })
-        .collect();
-    let bytes = safetensors::serialize(views, Some(metadata))
-        .map_err(|source| CheckpointError::Format { path: path.clone(), source })?;
-    write_atomic(&path, &bytes)?;
+    write_tensors(&path, &named, metadata)?;
 
     // Only now that the new file is safely on disk: list it, then drop the oldest beyond `keep`.
     let mut state = read_state(dir).unwrap_or_default();
@@ -196,16 +179,34 @@ pub fn save(
     Ok(path)
 }
 
-/// Serialising the metadata values; a tiny helper so `save` reads as a table.
-mod erased {
-    pub trait Json {
-        fn to_json(&self) -> String;
-    }
-    impl<T: serde::Serialize> Json for T {
-        fn to_json(&self) -> String {
-            serde_json::to_string(self).expect("plain data always serialises")
-        }
-    }
+fn to_json<T: Serialize>(value: &T) -> String {
+    serde_json::to_string(value).expect("plain data always serialises")
+}
+
+/// Writes named f32 tensors (`(name, dims, values)`) to a safetensors file at `path`, atomically. Adds the
+/// kiln version and a CRC-32 of every tensor to `metadata`. Shared by checkpoints and weights-only files.
+pub(crate) fn write_tensors(
+    path: &Path,
+    tensors: &[(String, &[usize], &[f32])],
+    mut metadata: HashMap<String, String>,
+) -> Result<(), CheckpointError> {
+    let checksums: HashMap<&str, String> = tensors
+        .iter()
+        .map(|(n, _, d)| (n.as_str(), format!("{:08x}", crc32fast::hash(bytemuck::cast_slice(d)))))
+        .collect();
+    metadata.insert(CHECKSUMS_KEY.to_string(), to_json(&checksums));
+    metadata.insert(VERSION_KEY.to_string(), env!("CARGO_PKG_VERSION").to_string());
+    let views: Vec<(String, TensorView<'_>)> = tensors
+        .iter()
+        .map(|(n, dims, data)| {
+            let view = TensorView::new(Dtype::F32, dims.to_vec(), bytemuck::cast_slice(data))
+                .expect("dims match the data by construction");
+            (n.clone(), view)
+        })
+        .collect();
+    let bytes = safetensors::serialize(views, Some(metadata))
+        .map_err(|source| CheckpointError::Format { path: path.to_path_buf(), source })?;
+    write_atomic(path, &bytes)
 }
 
 /// Notes a measured test accuracy against `file` in the state file (atomically, like every write).

@@ -1,10 +1,9 @@
 //! Trained weights in a safetensors file, with the network description in its metadata so the file
-//! alone rebuilds the model. (Full training checkpoints, with optimizer state, build on this.)
+//! alone rebuilds the model. A weights file is a checkpoint without the optimizer slots and training state,
+//! written and read by the same code in [`crate::checkpoint`].
 
 use std::collections::HashMap;
 use std::path::Path;
-
-use safetensors::{Dtype, tensor::TensorView};
 
 use crate::checkpoint::{self, Checkpoint, CheckpointError};
 use crate::model::Model;
@@ -17,32 +16,13 @@ pub const STEP_KEY: &str = "kiln.step";
 pub const VERSION_KEY: &str = "kiln.version";
 
 /// Writes `model`'s parameters to `path` atomically (see [`checkpoint::write_atomic`]), with the network
-/// description, the step and a CRC-32 per tensor in the metadata.
+/// description, the step, the kiln version and a CRC-32 per tensor in the metadata.
 pub fn save(path: &Path, model: &Model, step: u64) -> Result<(), CheckpointError> {
     let network = serde_json::to_string(&model.network).expect("a network always serialises");
-    let checksums: HashMap<&str, String> = model
-        .params
-        .iter()
-        .map(|t| (t.name.as_str(), format!("{:08x}", crc32fast::hash(bytemuck::cast_slice(&t.data)))))
-        .collect();
-    let metadata = HashMap::from([
-        (NETWORK_KEY.to_string(), network),
-        (STEP_KEY.to_string(), step.to_string()),
-        (VERSION_KEY.to_string(), env!("CARGO_PKG_VERSION").to_string()),
-        (checkpoint::CHECKSUMS_KEY.to_string(), serde_json::to_string(&checksums).expect("plain data")),
-    ]);
-    let views: Vec<(String, TensorView<'_>)> = model
-        .params
-        .iter()
-        .map(|t| {
-            let view = TensorView::new(Dtype::F32, t.dims.clone(), bytemuck::cast_slice(&t.data))
-                .expect("dims match the data by construction");
-            (t.name.clone(), view)
-        })
-        .collect();
-    let bytes = safetensors::serialize(views, Some(metadata))
-        .map_err(|source| CheckpointError::Format { path: path.to_path_buf(), source })?;
-    checkpoint::write_atomic(path, &bytes)
+    let metadata = HashMap::from([(NETWORK_KEY.to_string(), network), (STEP_KEY.to_string(), step.to_string())]);
+    let tensors: Vec<(String, &[usize], &[f32])> =
+        model.params.iter().map(|t| (t.name.clone(), &t.dims[..], &t.data[..])).collect();
+    checkpoint::write_tensors(path, &tensors, metadata)
 }
 
 /// Reads a weights file or a checkpoint and rebuilds the model from it alone. Returns the model and
