@@ -8,8 +8,11 @@
 #![no_std]
 #![forbid(unsafe_code)]
 
+pub mod format;
 pub mod kernels;
 pub mod network;
 pub mod reference;
+pub mod runtime;
 
+pub use format::{FormatError, Model};
 pub use network::{Layer, NetworkError, Shape};

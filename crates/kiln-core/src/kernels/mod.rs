@@ -7,12 +7,14 @@
 mod conv2d;
 mod dense;
 mod maxpool;
+mod packed;
 mod pad;
 mod relu;
 
 pub use conv2d::conv2d_3x3_same;
 pub use dense::dense;
 pub use maxpool::maxpool_2x2;
+pub use packed::{conv2d_3x3_same_packed, dense_packed};
 pub use pad::pad;
 pub use relu::{relu, relu_in_place};
 

@@ -1,0 +1,613 @@
+//! The `.kiln` packed model format: a validating, zero-copy reader that needs no allocator.
+//!
+//! docs/FORMAT.md is the byte-by-byte specification; the constants below are its numbers.
+//! [`Model::from_bytes`] checks everything a runtime relies on before it returns, so the kernels that
+//! later walk a [`Model`] can index its tensors without further checks failing.
+
+mod error;
+mod tensor;
+
+pub use error::FormatError;
+pub use tensor::{DType, TensorView, Values};
+
+use crate::network::{self, Layer, Shape};
+
+/// The first 8 bytes of every file.
+pub const MAGIC: [u8; 8] = *b"KILNMODL";
+/// The major version this reader reads. A different major version is rejected.
+pub const VERSION_MAJOR: u16 = 1;
+/// The minor version this code writes. Newer minor versions are read (they only add sections).
+pub const VERSION_MINOR: u16 = 0;
+/// Tensor regions start at multiples of this many bytes, counted from the start of the file.
+pub const ALIGN: usize = 256;
+/// Sections other than the data section start at multiples of this.
+pub const SECTION_ALIGN: usize = 8;
+pub const HEADER_LEN: usize = 32;
+pub const SECTION_ENTRY_LEN: usize = 24;
+pub const LAYER_RECORD_LEN: usize = 20;
+pub const TENSOR_ENTRY_LEN: usize = 96;
+/// Limits that keep a [`Model`] a fixed size on the stack.
+pub const MAX_SECTIONS: usize = 16;
+pub const MAX_LAYERS: usize = 64;
+pub const MAX_TENSORS: usize = 128;
+/// Bytes of a tensor name.
+pub const NAME_LEN: usize = 32;
+/// Byte offset of the checksum in the header.
+pub const CHECKSUM_OFFSET: usize = 16;
+
+/// Section kinds.
+pub const SECTION_META: u32 = 1;
+pub const SECTION_GRAPH: u32 = 2;
+pub const SECTION_TENSORS: u32 = 3;
+pub const SECTION_DATA: u32 = 4;
+
+/// Layer operator codes.
+pub const OP_PAD: u32 = 1;
+pub const OP_CONV3X3: u32 = 2;
+pub const OP_MAXPOOL2X2: u32 = 3;
+pub const OP_DENSE: u32 = 4;
+pub const OP_RELU: u32 = 5;
+pub const OP_FLATTEN: u32 = 6;
+
+/// Bytes of the metadata section's fixed part, before its strings.
+pub const META_FIXED_LEN: usize = 80;
+/// Strings in the metadata before the class labels: model name, kiln version, source file, quantization.
+pub const META_LEADING_STRINGS: usize = 4;
+
+/// The CRC-32 (IEEE) of `bytes` with the 4 checksum bytes counted as zeros.
+pub fn checksum(bytes: &[u8]) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    let head = CHECKSUM_OFFSET.min(bytes.len());
+    hasher.update(&bytes[..head]);
+    if bytes.len() >= CHECKSUM_OFFSET + 4 {
+        hasher.update(&[0; 4]);
+        hasher.update(&bytes[CHECKSUM_OFFSET + 4..]);
+    }
+    hasher.finalize()
+}
+
+fn u16_at(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([b[at], b[at + 1]])
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    let mut v = [0; 8];
+    v.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(v)
+}
+
+fn f32_at(b: &[u8], at: usize) -> f32 {
+    f32::from_bits(u32_at(b, at))
+}
+
+/// Provenance and preprocessing, borrowed from the file.
+#[derive(Clone, Copy, Debug)]
+pub struct Metadata<'a> {
+    /// Per-image input shape, e.g. 28x28x1.
+    pub input: Shape,
+    pub classes: usize,
+    /// Preprocessing: `input = (pixel / 255 - mean) / std` for 8-bit pixels.
+    pub mean: f32,
+    pub std: f32,
+    /// The global step of the source checkpoint.
+    pub source_step: u64,
+    /// SHA-256 of the source checkpoint file.
+    pub source_sha256: [u8; 32],
+    /// Test images the packed model classified correctly at pack time, out of `test_examples`
+    /// (0 of 0 when it was not measured).
+    pub test_correct: u32,
+    pub test_examples: u32,
+    strings: &'a [u8],
+    string_count: usize,
+}
+
+impl<'a> Metadata<'a> {
+    /// String `index` of the validated string list.
+    fn string(&self, index: usize) -> &'a str {
+        let mut at = 0;
+        for i in 0..self.string_count {
+            let len = u16_at(self.strings, at) as usize;
+            let s = &self.strings[at + 2..at + 2 + len];
+            if i == index {
+                return core::str::from_utf8(s).unwrap_or("");
+            }
+            at += 2 + len;
+        }
+        ""
+    }
+
+    /// The network's name (`vgg`, `convnet4`, ...).
+    pub fn model_name(&self) -> &'a str {
+        self.string(0)
+    }
+    /// The kiln version that packed the file.
+    pub fn kiln_version(&self) -> &'a str {
+        self.string(1)
+    }
+    /// The source checkpoint's file name.
+    pub fn source_file(&self) -> &'a str {
+        self.string(2)
+    }
+    /// How the weights were quantized, e.g. `int8` or `mixed: dense1=int2, rest int4`.
+    pub fn quantization(&self) -> &'a str {
+        self.string(3)
+    }
+    /// The label of class `class` (`"0"`..`"9"` for MNIST); empty past the last class.
+    pub fn label(&self, class: usize) -> &'a str {
+        if class < self.classes { self.string(META_LEADING_STRINGS + class) } else { "" }
+    }
+    /// Test accuracy measured at pack time, as a fraction, if it was measured.
+    pub fn test_accuracy(&self) -> Option<f64> {
+        (self.test_examples > 0).then(|| self.test_correct as f64 / self.test_examples as f64)
+    }
+}
+
+/// A parametric layer's tensors: indices into the tensor table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Binding {
+    pub weights: usize,
+    pub bias: usize,
+}
+
+/// A validated model, borrowing the file's bytes. Building one allocates nothing.
+#[derive(Clone, Copy, Debug)]
+pub struct Model<'a> {
+    bytes: &'a [u8],
+    minor: u16,
+    layers: [Layer; MAX_LAYERS],
+    bindings: [Option<Binding>; MAX_LAYERS],
+    layer_count: usize,
+    tensor_table: &'a [u8],
+    tensor_count: usize,
+    meta: Metadata<'a>,
+    output: Shape,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Section {
+    kind: u32,
+    offset: u64,
+    len: u64,
+}
+
+impl<'a> Model<'a> {
+    /// Parses and validates a whole file; see docs/FORMAT.md for every rule. Reads `bytes` in place.
+    pub fn from_bytes(bytes: &'a [u8]) -> Result<Model<'a>, FormatError> {
+        let sections = check_header(bytes)?;
+        let find = |kind| sections.iter().find(|s| s.kind == kind).copied().ok_or(FormatError::MissingSection { kind });
+        let (meta_s, graph_s, tensors_s, data_s) =
+            (find(SECTION_META)?, find(SECTION_GRAPH)?, find(SECTION_TENSORS)?, find(SECTION_DATA)?);
+        if data_s.offset % ALIGN as u64 != 0 {
+            return Err(FormatError::MisalignedSection { kind: SECTION_DATA, offset: data_s.offset });
+        }
+        let slice = |s: Section| &bytes[s.offset as usize..(s.offset + s.len) as usize];
+
+        let meta = parse_meta(slice(meta_s))?;
+        let (tensor_table, tensor_count) = parse_tensor_table(bytes, slice(tensors_s), data_s)?;
+        let mut model = Model {
+            bytes,
+            minor: u16_at(bytes, 10),
+            layers: [Layer::Relu; MAX_LAYERS],
+            bindings: [None; MAX_LAYERS],
+            layer_count: 0,
+            tensor_table,
+            tensor_count,
+            meta,
+            output: meta.input,
+        };
+        model.parse_graph(slice(graph_s))?;
+        Ok(model)
+    }
+
+    fn parse_graph(&mut self, graph: &'a [u8]) -> Result<(), FormatError> {
+        let too_short = |needed: usize| FormatError::SectionTooShort {
+            kind: SECTION_GRAPH,
+            needed: needed as u64,
+            got: graph.len() as u64,
+        };
+        if graph.len() < 8 {
+            return Err(too_short(8));
+        }
+        let count = u32_at(graph, 0);
+        if count == 0 || count as usize > MAX_LAYERS {
+            return Err(FormatError::BadLayerCount { count });
+        }
+        if u32_at(graph, 4) != 0 {
+            return Err(FormatError::ReservedNotZero { field: "graph header" });
+        }
+        let count = count as usize;
+        let needed = 8 + count * LAYER_RECORD_LEN;
+        if graph.len() < needed {
+            return Err(too_short(needed));
+        }
+        let mut shape = self.meta.input;
+        for i in 0..count {
+            let rec = &graph[8 + i * LAYER_RECORD_LEN..][..LAYER_RECORD_LEN];
+            let op = u32_at(rec, 0);
+            let args = [u32_at(rec, 4), u32_at(rec, 8), u32_at(rec, 12), u32_at(rec, 16)];
+            let unused_zero = |from: usize| args[from..].iter().all(|&a| a == 0);
+            let bad = FormatError::BadLayerArgs { layer: i };
+            let (layer, binding) = match op {
+                OP_PAD => {
+                    let [top, bottom, left, right] = args.map(|a| a as usize);
+                    (Layer::Pad { top, bottom, left, right }, None)
+                }
+                OP_CONV3X3 | OP_DENSE => {
+                    if !unused_zero(3) || args[0] == 0 {
+                        return Err(bad);
+                    }
+                    let width = args[0] as usize;
+                    let layer =
+                        if op == OP_CONV3X3 { Layer::Conv2d { filters: width } } else { Layer::Dense { units: width } };
+                    (layer, Some((args[1], args[2])))
+                }
+                OP_MAXPOOL2X2 | OP_RELU | OP_FLATTEN if unused_zero(0) => {
+                    let layer = match op {
+                        OP_MAXPOOL2X2 => Layer::MaxPool,
+                        OP_RELU => Layer::Relu,
+                        _ => Layer::Flatten,
+                    };
+                    (layer, None)
+                }
+                OP_MAXPOOL2X2 | OP_RELU | OP_FLATTEN => return Err(bad),
+                _ => return Err(FormatError::UnknownOp { layer: i, op }),
+            };
+            let out = layer.output_shape(i, shape)?;
+            if let Some((w, b)) = binding {
+                let binding = self.bind(i, &layer, shape, w, b)?;
+                self.bindings[i] = Some(binding);
+            }
+            self.layers[i] = layer;
+            shape = out;
+        }
+        self.layer_count = count;
+        self.output = shape;
+        if shape.len() != self.meta.classes {
+            return Err(FormatError::ClassCountMismatch {
+                graph: shape.len() as u64,
+                metadata: self.meta.classes as u64,
+            });
+        }
+        Ok(())
+    }
+
+    /// Checks that tensors `w` and `b` fit layer `index` on input `input`.
+    fn bind(&self, index: usize, layer: &Layer, input: Shape, w: u32, b: u32) -> Result<Binding, FormatError> {
+        let lookup = |t: u32| {
+            if (t as usize) < self.tensor_count {
+                Ok(self.tensor(t as usize))
+            } else {
+                Err(FormatError::TensorIndex { layer: index, tensor: t })
+            }
+        };
+        let (weights, bias) = (lookup(w)?, lookup(b)?);
+        let (want, rank) = layer.weight_dims(input).ok_or(FormatError::BadLayerArgs { layer: index })?;
+        if weights.rank != rank || weights.dims != want {
+            return Err(FormatError::TensorShapeMismatch { layer: index, tensor: w as usize });
+        }
+        let (_, bias_len) = layer.param_lens(input);
+        if bias.rank != 1 || bias.dims[0] != bias_len {
+            return Err(FormatError::TensorShapeMismatch { layer: index, tensor: b as usize });
+        }
+        if bias.dtype != DType::F32 {
+            return Err(FormatError::BiasNotF32 { layer: index, tensor: b as usize });
+        }
+        Ok(Binding { weights: w as usize, bias: b as usize })
+    }
+
+    /// The whole file.
+    pub fn bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+
+    /// The file's version, `(major, minor)`.
+    pub fn version(&self) -> (u16, u16) {
+        (VERSION_MAJOR, self.minor)
+    }
+
+    pub fn layers(&self) -> &[Layer] {
+        &self.layers[..self.layer_count]
+    }
+
+    /// The weight and bias tensors of layer `index`, for conv and dense layers.
+    pub fn binding(&self, index: usize) -> Option<Binding> {
+        self.bindings.get(index).copied().flatten()
+    }
+
+    pub fn metadata(&self) -> &Metadata<'a> {
+        &self.meta
+    }
+
+    pub fn input_shape(&self) -> Shape {
+        self.meta.input
+    }
+
+    /// The network's output shape (`[classes]`).
+    pub fn output_shape(&self) -> Shape {
+        self.output
+    }
+
+    pub fn tensor_count(&self) -> usize {
+        self.tensor_count
+    }
+
+    /// Tensor `index` of the table. Panics if `index >= tensor_count()`.
+    pub fn tensor(&self, index: usize) -> TensorView<'a> {
+        tensor_entry(self.bytes, &self.tensor_table[index * TENSOR_ENTRY_LEN..][..TENSOR_ENTRY_LEN])
+    }
+
+    /// Values per image of the largest activation, input and output included.
+    pub fn max_activation_len(&self) -> usize {
+        // The graph was validated, so this cannot fail.
+        network::max_activation_len(self.layers(), self.meta.input).unwrap_or(0)
+    }
+}
+
+/// Checks magic, version, flags, length and checksum, then reads and checks the section table.
+fn check_header(bytes: &[u8]) -> Result<[Section; MAX_SECTIONS], FormatError> {
+    let actual = bytes.len() as u64;
+    if bytes.len() < HEADER_LEN {
+        if bytes.len() >= 8 && bytes[..8] != MAGIC {
+            return Err(FormatError::BadMagic);
+        }
+        return Err(FormatError::Truncated { needed: HEADER_LEN as u64, got: actual });
+    }
+    if bytes[..8] != MAGIC {
+        return Err(FormatError::BadMagic);
+    }
+    let (major, minor) = (u16_at(bytes, 8), u16_at(bytes, 10));
+    if major != VERSION_MAJOR {
+        return Err(FormatError::UnsupportedVersion { major, minor });
+    }
+    let flags = u32_at(bytes, 12);
+    if flags != 0 {
+        return Err(FormatError::UnknownFlags { flags });
+    }
+    let declared = u64_at(bytes, 24);
+    if declared > actual {
+        return Err(FormatError::Truncated { needed: declared, got: actual });
+    }
+    if declared < actual {
+        return Err(FormatError::TrailingBytes { declared, actual });
+    }
+    let stored = u32_at(bytes, CHECKSUM_OFFSET);
+    let computed = checksum(bytes);
+    if stored != computed {
+        return Err(FormatError::ChecksumMismatch { stored, computed });
+    }
+
+    let count = u32_at(bytes, 20);
+    if count == 0 || count as usize > MAX_SECTIONS {
+        return Err(FormatError::BadSectionCount { count });
+    }
+    let table_end = HEADER_LEN + count as usize * SECTION_ENTRY_LEN;
+    if bytes.len() < table_end {
+        return Err(FormatError::Truncated { needed: table_end as u64, got: actual });
+    }
+    let mut sections = [Section::default(); MAX_SECTIONS];
+    for i in 0..count as usize {
+        let e = &bytes[HEADER_LEN + i * SECTION_ENTRY_LEN..][..SECTION_ENTRY_LEN];
+        let s = Section { kind: u32_at(e, 0), offset: u64_at(e, 8), len: u64_at(e, 16) };
+        if u32_at(e, 4) != 0 {
+            return Err(FormatError::ReservedNotZero { field: "section entry" });
+        }
+        let end = s.offset.checked_add(s.len).filter(|&end| end <= actual);
+        let Some(end) = end else {
+            return Err(FormatError::SectionOutOfBounds { kind: s.kind, offset: s.offset, len: s.len });
+        };
+        if s.offset % SECTION_ALIGN as u64 != 0 {
+            return Err(FormatError::MisalignedSection { kind: s.kind, offset: s.offset });
+        }
+        if s.offset < table_end as u64 {
+            return Err(FormatError::SectionsOverlap { first: 0, second: s.kind });
+        }
+        for other in &sections[..i] {
+            if other.kind == s.kind {
+                return Err(FormatError::DuplicateSection { kind: s.kind });
+            }
+            if s.offset < other.offset + other.len && other.offset < end {
+                return Err(FormatError::SectionsOverlap { first: other.kind, second: s.kind });
+            }
+        }
+        sections[i] = s;
+    }
+    Ok(sections)
+}
+
+fn parse_meta(meta: &[u8]) -> Result<Metadata<'_>, FormatError> {
+    let too_short = |needed: usize| FormatError::SectionTooShort {
+        kind: SECTION_META,
+        needed: needed as u64,
+        got: meta.len() as u64,
+    };
+    if meta.len() < META_FIXED_LEN {
+        return Err(too_short(META_FIXED_LEN));
+    }
+    let bad = |reason| FormatError::BadMetadata { reason };
+    let dim = |at| u32_at(meta, at) as usize;
+    let input = Shape::new(dim(0), dim(4), dim(8));
+    if input.checked_len().unwrap_or(0) == 0 {
+        return Err(bad("the input shape is empty or overflows"));
+    }
+    let classes = dim(12);
+    if classes == 0 {
+        return Err(bad("the class count is zero"));
+    }
+    let (mean, std) = (f32_at(meta, 16), f32_at(meta, 20));
+    if !mean.is_finite() || !std.is_finite() || std <= 0.0 {
+        return Err(bad("the normalisation mean and std must be finite, std positive"));
+    }
+    let (test_correct, test_examples) = (u32_at(meta, 32), u32_at(meta, 36));
+    if test_correct > test_examples {
+        return Err(bad("more correct test images than test images"));
+    }
+    let mut source_sha256 = [0; 32];
+    source_sha256.copy_from_slice(&meta[40..72]);
+    if u32_at(meta, 76) != 0 {
+        return Err(FormatError::ReservedNotZero { field: "metadata" });
+    }
+    let string_count = u32_at(meta, 72) as usize;
+    if string_count < META_LEADING_STRINGS + classes {
+        return Err(bad("fewer strings than the 4 leading ones plus one label per class"));
+    }
+    let strings = &meta[META_FIXED_LEN..];
+    let mut at = 0usize;
+    for _ in 0..string_count {
+        if strings.len() < at + 2 {
+            return Err(too_short(META_FIXED_LEN + at + 2));
+        }
+        let len = u16_at(strings, at) as usize;
+        let Some(s) = strings.get(at + 2..at + 2 + len) else {
+            return Err(too_short(META_FIXED_LEN + at + 2 + len));
+        };
+        if core::str::from_utf8(s).is_err() {
+            return Err(bad("a string is not UTF-8"));
+        }
+        at += 2 + len;
+    }
+    Ok(Metadata {
+        input,
+        classes,
+        mean,
+        std,
+        source_step: u64_at(meta, 24),
+        source_sha256,
+        test_correct,
+        test_examples,
+        strings: &strings[..at],
+        string_count,
+    })
+}
+
+/// Reads one tensor entry. Only called on entries [`parse_tensor_table`] has validated.
+fn tensor_entry<'a>(file: &'a [u8], e: &'a [u8]) -> TensorView<'a> {
+    let name_len = e[..NAME_LEN].iter().position(|&b| b == 0).unwrap_or(NAME_LEN);
+    let rank = e[33] as usize;
+    let dims = [u32_at(e, 40), u32_at(e, 44), u32_at(e, 48), u32_at(e, 52)].map(|d| d as usize);
+    let region = |at| {
+        let (offset, len) = (u64_at(e, at), u64_at(e, at + 8));
+        (offset, &file[offset as usize..(offset + len) as usize])
+    };
+    let ((data_offset, data), (scales_offset, scales)) = (region(56), region(72));
+    TensorView {
+        name: core::str::from_utf8(&e[..name_len]).unwrap_or(""),
+        dtype: DType::from_code(e[32]).unwrap_or(DType::F32),
+        dims,
+        rank,
+        block: u32_at(e, 36) as usize,
+        data,
+        scales,
+        data_offset,
+        scales_offset,
+    }
+}
+
+fn parse_tensor_table<'a>(file: &'a [u8], table: &'a [u8], data: Section) -> Result<(&'a [u8], usize), FormatError> {
+    let too_short = |needed: usize| FormatError::SectionTooShort {
+        kind: SECTION_TENSORS,
+        needed: needed as u64,
+        got: table.len() as u64,
+    };
+    if table.len() < 8 {
+        return Err(too_short(8));
+    }
+    let count = u32_at(table, 0);
+    if count as usize > MAX_TENSORS {
+        return Err(FormatError::BadTensorCount { count });
+    }
+    if u32_at(table, 4) != 0 {
+        return Err(FormatError::ReservedNotZero { field: "tensor table header" });
+    }
+    let count = count as usize;
+    let needed = 8 + count * TENSOR_ENTRY_LEN;
+    if table.len() < needed {
+        return Err(too_short(needed));
+    }
+    let entries = &table[8..needed];
+    // Regions must come in table order, so checking each against the previous end rules out overlaps.
+    let mut previous_end = data.offset;
+    for t in 0..count {
+        let e = &entries[t * TENSOR_ENTRY_LEN..][..TENSOR_ENTRY_LEN];
+        let name_len = e[..NAME_LEN].iter().position(|&b| b == 0).unwrap_or(NAME_LEN);
+        if name_len == 0
+            || core::str::from_utf8(&e[..name_len]).is_err()
+            || e[name_len..NAME_LEN].iter().any(|&b| b != 0)
+        {
+            return Err(FormatError::BadTensorName { tensor: t });
+        }
+        let dtype = DType::from_code(e[32]).ok_or(FormatError::UnknownDtype { tensor: t, dtype: e[32] })?;
+        let rank = e[33];
+        if u16_at(e, 34) != 0 || e[88..96].iter().any(|&b| b != 0) {
+            return Err(FormatError::ReservedNotZero { field: "tensor entry" });
+        }
+        let dims = [u32_at(e, 40), u32_at(e, 44), u32_at(e, 48), u32_at(e, 52)];
+        let r = rank as usize;
+        if !(1..=4).contains(&r) || dims[..r].contains(&0) || dims[r..].iter().any(|&d| d != 0) {
+            return Err(FormatError::BadRank { tensor: t, rank });
+        }
+        let overflow = FormatError::DimensionOverflow { tensor: t };
+        let count_values = dims[..r].iter().try_fold(1u64, |acc, &d| acc.checked_mul(d as u64)).ok_or(overflow)?;
+        if usize::try_from(count_values).is_err() {
+            return Err(overflow);
+        }
+        let block = u32_at(e, 36);
+        let block_ok =
+            if dtype.is_blocked() { block.is_power_of_two() && (8..=4096).contains(&block) } else { block == 0 };
+        if !block_ok {
+            return Err(FormatError::BadBlockSize { tensor: t, block });
+        }
+        let channels = dims[r - 1] as u64;
+        let want_data = dtype.data_bytes(count_values).ok_or(overflow)?;
+        let want_scales = dtype.scale_bytes(count_values, channels, block as u64).ok_or(overflow)?;
+        for (at, region, want) in [(56, "value", want_data), (72, "scale", want_scales)] {
+            let (offset, len) = (u64_at(e, at), u64_at(e, at + 8));
+            if len != want {
+                return Err(FormatError::TensorSize { tensor: t, region, expected: want, got: len });
+            }
+            if len == 0 {
+                if offset != 0 {
+                    return Err(FormatError::TensorOutOfBounds { tensor: t, offset, len });
+                }
+                continue;
+            }
+            let end = offset.checked_add(len).filter(|&end| offset >= data.offset && end <= data.offset + data.len);
+            let Some(end) = end else {
+                return Err(FormatError::TensorOutOfBounds { tensor: t, offset, len });
+            };
+            if offset % ALIGN as u64 != 0 {
+                return Err(FormatError::MisalignedTensor { tensor: t, offset });
+            }
+            if offset < previous_end {
+                return Err(FormatError::TensorsOverlap { tensor: t });
+            }
+            previous_end = end;
+        }
+        // Scales are read on every run: check them once here.
+        let view = tensor_entry(file, e);
+        let bad_scale = |index: usize| FormatError::BadScale { tensor: t, index: index as u64 };
+        match dtype {
+            DType::Int8 => {
+                for (i, s) in view.scales.chunks_exact(4).enumerate() {
+                    let s = f32::from_le_bytes([s[0], s[1], s[2], s[3]]);
+                    if !s.is_finite() || s < 0.0 {
+                        return Err(bad_scale(i));
+                    }
+                }
+            }
+            DType::Int4 | DType::Int2 => {
+                for (i, s) in view.scales.chunks_exact(2).enumerate() {
+                    let s = half::f16::from_bits(u16::from_le_bytes([s[0], s[1]]));
+                    if !s.is_finite() || s.is_sign_negative() && s.to_f32() != 0.0 {
+                        return Err(bad_scale(i));
+                    }
+                }
+            }
+            DType::F32 | DType::F16 => {}
+        }
+    }
+    Ok((entries, count))
+}

@@ -1,0 +1,111 @@
+//! Conv and dense layers over packed (possibly quantized) weights, read straight from a `.kiln` file.
+//!
+//! Both are one implicit GEMM: output pixels × (taps · input channels) × output channels. A tile of
+//! [`TILE_PIXELS`] pixels × [`TILE_COLS`] output channels accumulates on the stack; each weight row run is
+//! decoded once per tile and reused for every pixel in it, so dequantization is fused into the loop and
+//! nothing is allocated. Hand-written because this crate is `no_std` without `alloc`.
+
+use super::{LengthError, check};
+use crate::format::Values;
+
+/// Output pixels per tile: enough reuse of each decoded weight run to hide the decoding.
+const TILE_PIXELS: usize = 8;
+/// Output channels per tile: 8 × 64 accumulators (2 KiB) stay in L1.
+const TILE_COLS: usize = 64;
+
+/// 3x3 convolution, stride 1, SAME padding, plus bias, with weights `[3,3,cin,cout]` and bias `[cout]`
+/// given as decoders. `input` `[n,h,w,cin]`, `output` `[n,h,w,cout]`.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_3x3_same_packed(
+    input: &[f32],
+    n: usize,
+    h: usize,
+    w: usize,
+    cin: usize,
+    weights: &Values<'_>,
+    bias: &Values<'_>,
+    cout: usize,
+    output: &mut [f32],
+) -> Result<(), LengthError> {
+    check("input", input.len(), n * h * w * cin)?;
+    check("output", output.len(), n * h * w * cout)?;
+    let source = |pixel: usize, tap: usize| {
+        let (image, y, x) = (pixel / (h * w), pixel / w % h, pixel % w);
+        // SAME padding: the tap at offset (ky-1, kx-1) reads zero outside the image.
+        let iy = (y + tap / 3).checked_sub(1).filter(|&iy| iy < h)?;
+        let ix = (x + tap % 3).checked_sub(1).filter(|&ix| ix < w)?;
+        Some(((image * h + iy) * w + ix) * cin)
+    };
+    implicit_gemm(input, n * h * w, 9, cin, source, weights, bias, cout, output);
+    Ok(())
+}
+
+/// Fully connected layer: `output = input × weights + bias`, weights `[cin,cout]` as a decoder.
+/// `input` `[n,cin]`, `output` `[n,cout]`.
+#[allow(clippy::too_many_arguments)]
+pub fn dense_packed(
+    input: &[f32],
+    n: usize,
+    cin: usize,
+    weights: &Values<'_>,
+    bias: &Values<'_>,
+    cout: usize,
+    output: &mut [f32],
+) -> Result<(), LengthError> {
+    check("input", input.len(), n * cin)?;
+    check("output", output.len(), n * cout)?;
+    implicit_gemm(input, n, 1, cin, |row, _| Some(row * cin), weights, bias, cout, output);
+    Ok(())
+}
+
+/// `output[p, o] = bias[o] + Σ_tap Σ_c input[source(p, tap) + c] · weights[(tap·cin + c)·cout + o]`,
+/// where a tap whose `source` is `None` reads zeros.
+#[allow(clippy::too_many_arguments)]
+fn implicit_gemm(
+    input: &[f32],
+    pixels: usize,
+    taps: usize,
+    cin: usize,
+    source: impl Fn(usize, usize) -> Option<usize>,
+    weights: &Values<'_>,
+    bias: &Values<'_>,
+    cout: usize,
+    output: &mut [f32],
+) {
+    let mut bias_run = [0.0f32; TILE_COLS];
+    let mut weight_run = [0.0f32; TILE_COLS];
+    let mut acc = [[0.0f32; TILE_COLS]; TILE_PIXELS];
+    for c0 in (0..cout).step_by(TILE_COLS) {
+        let cols = TILE_COLS.min(cout - c0);
+        bias.decode(c0, &mut bias_run[..cols]);
+        for p0 in (0..pixels).step_by(TILE_PIXELS) {
+            let rows = TILE_PIXELS.min(pixels - p0);
+            for row in &mut acc[..rows] {
+                row[..cols].copy_from_slice(&bias_run[..cols]);
+            }
+            for tap in 0..taps {
+                let mut starts = [None; TILE_PIXELS];
+                for (t, start) in starts[..rows].iter_mut().enumerate() {
+                    *start = source(p0 + t, tap);
+                }
+                for c in 0..cin {
+                    weights.decode((tap * cin + c) * cout + c0, &mut weight_run[..cols]);
+                    for (row, start) in acc[..rows].iter_mut().zip(&starts) {
+                        let Some(start) = start else { continue };
+                        let v = input[start + c];
+                        // ReLU outputs are mostly zero: skipping them changes no sum.
+                        if v == 0.0 {
+                            continue;
+                        }
+                        for (a, &wt) in row[..cols].iter_mut().zip(&weight_run[..cols]) {
+                            *a += v * wt;
+                        }
+                    }
+                }
+            }
+            for (t, row) in acc[..rows].iter().enumerate() {
+                output[(p0 + t) * cout + c0..][..cols].copy_from_slice(&row[..cols]);
+            }
+        }
+    }
+}

@@ -1,0 +1,69 @@
+//! Running a validated [`Model`]: the whole network on a batch, with two caller-provided ping-pong buffers.
+//!
+//! Conv and dense layers read their weights from the file through [`Values`](crate::format::Values),
+//! dequantizing inside the kernel loop; the other layers use the reference kernels.
+
+use crate::format::Model;
+use crate::kernels::{self, LengthError};
+use crate::reference::{self, ForwardError};
+
+/// Values each of the two scratch buffers needs to run `model` on `n` images.
+pub fn scratch_len(model: &Model<'_>, n: usize) -> usize {
+    n.saturating_mul(model.max_activation_len())
+}
+
+/// Runs `model` on `n` images (`input` is `[n, input_shape]`, already normalised) and returns the logits,
+/// `[n, classes]`, as a slice of one of the scratch buffers. Each buffer needs [`scratch_len`] values.
+pub fn forward<'s>(
+    model: &Model<'_>,
+    input: &[f32],
+    n: usize,
+    scratch_a: &'s mut [f32],
+    scratch_b: &'s mut [f32],
+) -> Result<&'s [f32], ForwardError> {
+    let needed = scratch_len(model, n);
+    for got in [scratch_a.len(), scratch_b.len()] {
+        if got < needed {
+            return Err(ForwardError::ScratchTooSmall { needed, got });
+        }
+    }
+    let mut shape = model.input_shape();
+    let first_len = n * shape.len();
+    kernels::check("input", input.len(), first_len).map_err(|error| ForwardError::Length { layer: 0, error })?;
+    scratch_a[..first_len].copy_from_slice(input);
+
+    let (mut src, mut dst) = (scratch_a, scratch_b);
+    for (i, layer) in model.layers().iter().enumerate() {
+        let out_shape = layer.output_shape(i, shape)?;
+        let (input, output) = (&src[..n * shape.len()], &mut dst[..n * out_shape.len()]);
+        let length = |error: LengthError| ForwardError::Length { layer: i, error };
+        match (layer, model.binding(i)) {
+            (crate::Layer::Conv2d { filters }, Some(b)) => {
+                let (w, bias) = (model.tensor(b.weights), model.tensor(b.bias));
+                kernels::conv2d_3x3_same_packed(
+                    input,
+                    n,
+                    shape.h,
+                    shape.w,
+                    shape.c,
+                    &w.values(),
+                    &bias.values(),
+                    *filters,
+                    output,
+                )
+                .map_err(length)?
+            }
+            (crate::Layer::Dense { units }, Some(b)) => {
+                let (w, bias) = (model.tensor(b.weights), model.tensor(b.bias));
+                kernels::dense_packed(input, n, shape.c, &w.values(), &bias.values(), *units, output).map_err(length)?
+            }
+            (layer, _) if layer.has_params() => return Err(ForwardError::MissingParams { layer: i }),
+            (layer, _) => {
+                reference::forward_layer(i, layer, shape, n, input, None, output)?;
+            }
+        }
+        core::mem::swap(&mut src, &mut dst);
+        shape = out_shape;
+    }
+    Ok(&src[..n * shape.len()])
+}
