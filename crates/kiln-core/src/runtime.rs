@@ -12,6 +12,11 @@ pub fn scratch_len(model: &Model<'_>, n: usize) -> usize {
     n.saturating_mul(model.max_activation_len())
 }
 
+/// Bytes of memory [`forward`] needs besides the model file: its two scratch buffers.
+pub fn arena_bytes(model: &Model<'_>, n: usize) -> usize {
+    scratch_len(model, n).saturating_mul(2 * core::mem::size_of::<f32>())
+}
+
 /// Runs `model` on `n` images (`input` is `[n, input_shape]`, already normalised) and returns the logits,
 /// `[n, classes]`, as a slice of one of the scratch buffers. Each buffer needs [`scratch_len`] values.
 pub fn forward<'s>(

@@ -16,6 +16,8 @@ use kiln_train::optim::{self, Optimizer, OptimizerConfig, OptimizerKind};
 use kiln_train::train::{self, Length, Progress, Schedule, TrainConfig, Trainer};
 use kiln_train::{eval, presets, weights};
 
+mod pack;
+
 #[derive(Parser, Debug)]
 #[command(name = "kiln", version, about = "Train, pack and run small image classifiers.")]
 struct Cli {
@@ -35,6 +37,10 @@ enum Command {
     /// List and inspect training checkpoints.
     #[command(subcommand)]
     Ckpt(CkptCommand),
+    /// Pack a checkpoint into a `.kiln` model file, quantizing the weights, and measure the accuracy cost.
+    Convert(Box<pack::ConvertArgs>),
+    /// Show what a `.kiln` model file holds: layers, tensors, metadata and the memory the runtime needs.
+    Inspect(pack::InspectArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -52,14 +58,14 @@ enum CkptCommand {
 }
 
 #[derive(Args, Debug)]
-struct DataArgs {
+pub struct DataArgs {
     /// Directory with the four standard MNIST files (gzip or raw), e.g. /usr/share/datasets/fashion-mnist.
     /// Defaults to the bundled data/mnist.
     #[arg(long, value_name = "DIR")]
-    data: Option<PathBuf>,
+    pub data: Option<PathBuf>,
     /// Worker threads (default: all cores).
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
-    threads: Option<u16>,
+    pub threads: Option<u16>,
 }
 
 #[derive(Args, Debug)]
@@ -184,6 +190,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bench(BenchCommand::Train(args)) => cmd_bench_train(args),
         Command::Ckpt(CkptCommand::Ls { dir }) => cmd_ckpt_ls(&dir),
         Command::Ckpt(CkptCommand::Inspect { file }) => cmd_ckpt_inspect(&file),
+        Command::Convert(args) => pack::cmd_convert(*args),
+        Command::Inspect(args) => pack::cmd_inspect(args),
     }
 }
 
@@ -297,7 +305,7 @@ fn cmd_train(args: TrainArgs) -> Result<()> {
         Ok(path)
     };
 
-    let bar = progress_bar(total);
+    let bar = progress_bar(total, "steps");
     let started = Instant::now();
     let mut images_seen = 0u64;
     let mut last_saved = None;
@@ -460,13 +468,14 @@ fn length_from(args: &TrainArgs) -> Option<Length> {
     }
 }
 
-fn progress_bar(total: u64) -> Option<ProgressBar> {
+fn progress_bar(total: u64, unit: &str) -> Option<ProgressBar> {
     if !std::io::stderr().is_terminal() {
         return None;
     }
     let bar = ProgressBar::new(total);
     bar.set_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} steps, {per_sec}, eta {eta}").expect("valid template"),
+        ProgressStyle::with_template(&format!("{{bar:40}} {{pos}}/{{len}} {unit}, {{per_sec}}, eta {{eta}}"))
+            .expect("valid template"),
     );
     Some(bar)
 }

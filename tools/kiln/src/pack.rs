@@ -1,0 +1,364 @@
+//! `kiln convert` and `kiln inspect`: checkpoints to `.kiln` files, and what is inside one.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use kiln_core::format::{DType, Model as Packed};
+use kiln_core::runtime;
+use kiln_pack::{Metadata, PackedTensor, Quant};
+use kiln_train::checkpoint::{self, Checkpoint};
+use kiln_train::data::Dataset;
+use sha2::{Digest, Sha256};
+
+use crate::DataArgs;
+
+#[derive(Args, Debug)]
+pub struct ConvertArgs {
+    /// A checkpoint or weights file, or a checkpoint directory (its latest checkpoint).
+    pub checkpoint: PathBuf,
+    /// Where to write the packed model.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
+    /// Weight type for every layer: f32, f16, int8, int4, int2 (block types take a block size: int4/64), or
+    /// `mixed`, the per-layer choice in docs/FORMAT.md (int2 for the VGG's big dense1, int4 elsewhere).
+    #[arg(long, default_value = "int8")]
+    pub quant: String,
+    /// Override one layer's weight type, e.g. `--layer dense1=int2 --layer conv1=int8`.
+    #[arg(long = "layer", value_name = "SCOPE=TYPE")]
+    pub layers: Vec<String>,
+    /// Skip measuring the accuracy on the test set.
+    #[arg(long)]
+    pub no_eval: bool,
+    #[command(flatten)]
+    pub data: DataArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    /// A `.kiln` model file.
+    pub model: PathBuf,
+    /// Also give the runtime's memory need at this batch size.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=8192))]
+    pub batch: u32,
+}
+
+/// The weight type of each parametric layer, by scope name, for `--quant` and `--layer`.
+fn plan(scopes: &[String], quant: &str, overrides: &[String]) -> Result<(Vec<Quant>, String)> {
+    let (mut choice, mut description): (Vec<Quant>, String) = if quant == "mixed" {
+        // Over half of the VGG sits in dense1, and it tolerates 2 bits (docs/BENCHMARKS.md, the frontier).
+        let choice =
+            scopes
+                .iter()
+                .map(|s| {
+                    if s == "dense1" && scopes.len() > 3 {
+                        Quant::Int2 { block: 32 }
+                    } else {
+                        Quant::Int4 { block: 32 }
+                    }
+                })
+                .collect();
+        (choice, "mixed".into())
+    } else {
+        let q: Quant = quant.parse().map_err(anyhow::Error::msg).context("--quant")?;
+        (vec![q; scopes.len()], q.to_string())
+    };
+    for o in overrides {
+        let Some((scope, q)) = o.split_once('=') else { bail!("--layer {o}: expected SCOPE=TYPE, e.g. dense1=int2") };
+        let Some(i) = scopes.iter().position(|s| s == scope) else {
+            bail!("--layer {o}: no layer named {scope} (the layers are {})", scopes.join(", "))
+        };
+        choice[i] = q.parse().map_err(anyhow::Error::msg).with_context(|| format!("--layer {o}"))?;
+    }
+    if quant == "mixed" || !overrides.is_empty() {
+        let parts: Vec<String> = scopes.iter().zip(&choice).map(|(s, q)| format!("{s}={q}")).collect();
+        description = format!("mixed: {}", parts.join(", "));
+    }
+    Ok((choice, description))
+}
+
+/// Scope names (`conv1`, `dense2`) of the parametric layers, from the checkpoint's tensor names.
+fn scopes(ckpt: &Checkpoint) -> Result<Vec<String>> {
+    let model = ckpt.model()?;
+    Ok(model.params.chunks(2).map(|p| p[0].name.split('/').next().unwrap_or("").to_string()).collect())
+}
+
+/// Packs every layer of `ckpt` with `choice`.
+fn pack(ckpt: &Checkpoint, choice: &[Quant], meta: &Metadata) -> Result<Vec<u8>> {
+    let model = ckpt.model()?;
+    let params: Vec<(PackedTensor, PackedTensor)> = model
+        .params
+        .chunks(2)
+        .zip(choice)
+        .map(|(pair, &q)| {
+            let (w, b) = (&pair[0], &pair[1]);
+            Ok((
+                kiln_pack::pack_tensor(&w.name, &w.dims, &w.data, q)?,
+                kiln_pack::pack_tensor(&b.name, &b.dims, &b.data, Quant::F32)?,
+            ))
+        })
+        .collect::<Result<_, kiln_pack::PackError>>()?;
+    Ok(kiln_pack::write(&model.network.layers, &params, meta)?)
+}
+
+/// Predicted class of every test image, computed by kiln-core's runtime on the packed file.
+pub fn predict_all(file: &[u8], test: &Dataset, threads: usize) -> Result<Vec<u8>> {
+    let model = Packed::from_bytes(file)?;
+    let shape = model.input_shape();
+    if (shape.h, shape.w, shape.c) != (test.rows, test.cols, 1) {
+        bail!("the model takes {shape} images, the test set has {}x{}", test.rows, test.cols);
+    }
+    let meta = *model.metadata();
+    const BATCH: usize = 16;
+    let mut predictions = vec![0u8; test.len()];
+    let per_thread = test.len().div_ceil(threads.max(1)).max(1);
+    let done = AtomicUsize::new(0);
+    let bar = crate::progress_bar(test.len() as u64, "images");
+    std::thread::scope(|scope| -> Result<()> {
+        let mut handles = Vec::new();
+        for (chunk_index, out) in predictions.chunks_mut(per_thread).enumerate() {
+            let (model, done, bar) = (&model, &done, &bar);
+            handles.push(scope.spawn(move || -> Result<()> {
+                let first = chunk_index * per_thread;
+                let len = runtime::scratch_len(model, BATCH);
+                let (mut a, mut b) = (vec![0.0f32; len], vec![0.0f32; len]);
+                let mut input = vec![0.0f32; BATCH * shape.len()];
+                for (j, out) in out.chunks_mut(BATCH).enumerate() {
+                    let n = out.len();
+                    for (k, x) in input[..n * shape.len()].chunks_mut(shape.len()).enumerate() {
+                        let image = test.image(first + j * BATCH + k);
+                        for (x, &p) in x.iter_mut().zip(image) {
+                            *x = (p as f32 / 255.0 - meta.mean) / meta.std;
+                        }
+                    }
+                    let logits = runtime::forward(model, &input[..n * shape.len()], n, &mut a, &mut b)?;
+                    for (o, row) in out.iter_mut().zip(logits.chunks_exact(meta.classes)) {
+                        *o = argmax(row) as u8;
+                    }
+                    done.fetch_add(n, Ordering::Relaxed);
+                    if let Some(bar) = bar {
+                        bar.set_position(done.load(Ordering::Relaxed) as u64);
+                    }
+                }
+                Ok(())
+            }));
+        }
+        for h in handles {
+            h.join().map_err(|_| anyhow::anyhow!("an evaluation thread panicked"))??;
+        }
+        Ok(())
+    })?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    Ok(predictions)
+}
+
+fn argmax(row: &[f32]) -> usize {
+    row.iter().enumerate().fold((0, f32::NEG_INFINITY), |best, (i, &v)| if v > best.1 { (i, v) } else { best }).0
+}
+
+fn weight_count(file: &[u8]) -> Result<(usize, usize)> {
+    let model = Packed::from_bytes(file)?;
+    let (mut weights, mut bytes) = (0, 0);
+    for i in 0..model.tensor_count() {
+        let t = model.tensor(i);
+        weights += t.len();
+        bytes += t.stored_bytes();
+    }
+    Ok((weights, bytes))
+}
+
+fn threads(data: &DataArgs) -> usize {
+    data.threads.map(|t| t as usize).unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+pub fn cmd_convert(args: ConvertArgs) -> Result<()> {
+    let path = crate::resolve_checkpoint(&args.checkpoint)?;
+    let source = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    let ckpt = Checkpoint::open(&path)?; // checks every tensor's CRC-32
+    let network = ckpt.network().clone();
+    let scopes = scopes(&ckpt)?;
+    let (choice, quantization) = plan(&scopes, &args.quant, &args.layers)?;
+    let classes = network.classes()?;
+    let mut meta = Metadata {
+        input: network.input,
+        labels: (0..classes).map(|c| c.to_string()).collect(),
+        mean: 0.0,
+        std: 1.0,
+        model_name: network.name.clone(),
+        kiln_version: env!("CARGO_PKG_VERSION").to_string(),
+        source_file: path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+        quantization: quantization.clone(),
+        source_step: ckpt.step(),
+        source_sha256: Sha256::digest(&source).into(),
+        test_correct: 0,
+        test_examples: 0,
+    };
+    let started = Instant::now();
+    let mut packed = pack(&ckpt, &choice, &meta)?;
+    let pack_secs = started.elapsed().as_secs_f64();
+
+    let data = if args.no_eval {
+        None
+    } else {
+        match crate::load_data(&args.data) {
+            Ok(data) => Some(data),
+            Err(e) if args.data.data.is_none() => {
+                eprintln!("note: no test set, so no accuracy measured ({e:#}); pass --data DIR to measure it");
+                None
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    let mut rows = vec![("checkpoint".to_string(), source.len(), None, None, None)];
+    let (weights, _) = weight_count(&pack(&ckpt, &vec![Quant::F32; scopes.len()], &meta)?)?;
+    if let Some(data) = &data {
+        let threads = threads(&args.data);
+        let started = Instant::now();
+        let reference_file = pack(&ckpt, &vec![Quant::F32; scopes.len()], &meta)?;
+        let reference = predict_all(&reference_file, &data.test, threads)?;
+        let predicted = predict_all(&packed, &data.test, threads)?;
+        let correct = |p: &[u8]| p.iter().zip(&data.test.labels).filter(|(a, b)| a == b).count();
+        let agree = reference.iter().zip(&predicted).filter(|(a, b)| a == b).count();
+        let total = data.test.len();
+        meta.test_correct = correct(&predicted) as u32;
+        meta.test_examples = total as u32;
+        packed = pack(&ckpt, &choice, &meta)?;
+        let pct = |n: usize| 100.0 * n as f64 / total as f64;
+        rows.push((
+            "f32 network".into(),
+            reference_file.len(),
+            Some(32.0),
+            Some(pct(correct(&reference))),
+            Some(100.0),
+        ));
+        let (_, bytes) = weight_count(&packed)?;
+        let bits = 8.0 * bytes as f64 / weights as f64;
+        rows.push((quantization.clone(), packed.len(), Some(bits), Some(pct(correct(&predicted))), Some(pct(agree))));
+        eprintln!("evaluated 2 x {total} test images through kiln-core in {:.1} s", started.elapsed().as_secs_f64());
+    } else {
+        let (_, bytes) = weight_count(&packed)?;
+        let bits = 8.0 * bytes as f64 / weights as f64;
+        rows.push((quantization.clone(), packed.len(), Some(bits), None, None));
+    }
+    checkpoint::write_atomic(&args.output, &packed)?;
+
+    println!("Packed {} (step {}) from {} in {pack_secs:.1} s", network.name, ckpt.step(), path.display());
+    println!("{:<44} {:>13} {:>8} {:>12} {:>10} {:>10}", "", "bytes", "ratio", "bits/weight", "test acc", "agreement");
+    let opt = |v: Option<f64>, unit: &str| v.map_or("-".to_string(), |v| format!("{v:.2}{unit}"));
+    for (name, size, bits, acc, agreement) in &rows {
+        println!(
+            "{name:<44} {:>13} {:>7.1}x {:>12} {:>10} {:>10}",
+            crate::thousands(*size),
+            source.len() as f64 / *size as f64,
+            opt(*bits, ""),
+            opt(*acc, " %"),
+            opt(*agreement, " %"),
+        );
+    }
+    if let [.., (_, _, _, Some(before), _), (_, _, _, Some(after), _)] = rows[..] {
+        println!("Accuracy change: {:+.2} points", after - before);
+    }
+    println!("Wrote {} ({} bytes)", args.output.display(), crate::thousands(packed.len()));
+    Ok(())
+}
+
+pub fn cmd_inspect(args: InspectArgs) -> Result<()> {
+    let bytes = std::fs::read(&args.model).with_context(|| format!("reading {}", args.model.display()))?;
+    let model =
+        Packed::from_bytes(&bytes).with_context(|| format!("{} is not a valid model file", args.model.display()))?;
+    let meta = model.metadata();
+    let (major, minor) = model.version();
+    println!(
+        "{}: Kiln model format {major}.{minor}, {} bytes, checksum OK",
+        args.model.display(),
+        crate::thousands(bytes.len())
+    );
+    println!("model:        {} ({})", meta.model_name(), meta.quantization());
+    println!("input:        {} pixels, normalised as (pixel/255 - {}) / {}", meta.input, meta.mean, meta.std);
+    let labels: Vec<&str> = (0..meta.classes).map(|c| meta.label(c)).collect();
+    println!("classes:      {} [{}]", meta.classes, labels.join(", "));
+    let hash: String = meta.source_sha256.iter().map(|b| format!("{b:02x}")).collect();
+    println!("source:       {} at step {}, sha256 {hash}", meta.source_file(), meta.source_step);
+    match meta.test_accuracy() {
+        Some(a) => println!(
+            "test acc:     {:.2} % ({} of {}, measured when packed)",
+            a * 100.0,
+            meta.test_correct,
+            meta.test_examples
+        ),
+        None => println!("test acc:     not measured"),
+    }
+    println!("packed by:    kiln {}", meta.kiln_version());
+    println!();
+    println!(
+        "{:>3}  {:<10} {:<14} {:<16} {:<7} {:>12} {:>6}",
+        "#", "layer", "output", "weights", "dtype", "bytes", "bits"
+    );
+    let mut shape = model.input_shape();
+    let mut names: HashMap<usize, &str> = HashMap::new();
+    let (mut total_weights, mut total_bytes) = (0usize, 0usize);
+    for (i, layer) in model.layers().iter().enumerate() {
+        shape = layer.output_shape(i, shape)?;
+        let (dims, dtype, bytes, bits) = match model.binding(i) {
+            Some(b) => {
+                let (w, bias) = (model.tensor(b.weights), model.tensor(b.bias));
+                names.insert(b.weights, w.name);
+                let bytes = w.stored_bytes() + bias.stored_bytes();
+                total_weights += w.len() + bias.len();
+                total_bytes += bytes;
+                let dtype = if w.dtype.is_blocked() {
+                    format!("{}/{}", w.dtype.name(), w.block)
+                } else {
+                    w.dtype.name().into()
+                };
+                let bits = format!("{:.2}", 8.0 * w.stored_bytes() as f64 / w.len() as f64);
+                (format!("{:?}", &w.dims[..w.rank]), dtype, crate::thousands(bytes), bits)
+            }
+            None => (String::new(), String::new(), String::new(), String::new()),
+        };
+        println!("{i:>3}  {:<10} {:<14} {dims:<16} {dtype:<7} {bytes:>12} {bits:>6}", layer.kind(), shape.to_string());
+    }
+    println!(
+        "parameters:   {} in {} bytes of tensors ({:.2} bits each, biases f32), {} bytes of header, tables and padding",
+        crate::thousands(total_weights),
+        crate::thousands(total_bytes),
+        8.0 * total_bytes as f64 / total_weights as f64,
+        crate::thousands(bytes.len() - total_bytes)
+    );
+    println!();
+    println!(
+        "{:<24} {:<7} {:<18} {:>10} {:>12} {:>10}",
+        "tensor", "dtype", "shape", "offset", "value bytes", "scale bytes"
+    );
+    for i in 0..model.tensor_count() {
+        let t = model.tensor(i);
+        let dtype = if t.dtype == DType::F32 || !t.dtype.is_blocked() {
+            t.dtype.name().to_string()
+        } else {
+            format!("{}/{}", t.dtype.name(), t.block)
+        };
+        println!(
+            "{:<24} {dtype:<7} {:<18} {:>10} {:>12} {:>10}",
+            t.name,
+            format!("{:?}", &t.dims[..t.rank]),
+            t.data_offset,
+            crate::thousands(t.data.len()),
+            crate::thousands(t.scales.len())
+        );
+    }
+    println!();
+    let batch = args.batch as usize;
+    for n in [1, batch] {
+        println!(
+            "runtime memory at batch {n:>4}: {} bytes (two ping-pong buffers of {} f32 each; the weights are read in place)",
+            crate::thousands(runtime::arena_bytes(&model, n)),
+            crate::thousands(runtime::scratch_len(&model, n))
+        );
+    }
+    Ok(())
+}
