@@ -583,3 +583,132 @@ fn full_disk_keeps_the_previous_checkpoint() {
     let leftovers: Vec<_> = std::fs::read_dir(&ck).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(leftovers.len(), 2, "the checkpoint and the state file, no temporary file: {leftovers:?}");
 }
+
+/// fc3 trained for 200 steps and saved as a checkpoint directory (with Adam slots), for the packer tests.
+fn fc3_checkpoint(name: &str) -> PathBuf {
+    let dir = scratch(name);
+    let ckpt = dir.join("ckpt");
+    succeeds(&[
+        "train",
+        "--model",
+        "fc3",
+        "--steps",
+        "200",
+        "--ckpt-dir",
+        ckpt.to_str().unwrap(),
+        "--show-mistakes",
+        "0",
+    ]);
+    ckpt
+}
+
+/// The row of a convert table whose first column starts with `name`: `(bytes, bits, accuracy, agreement)`.
+fn convert_row(text: &str, name: &str) -> (u64, f64, f64, f64) {
+    // The name column is 44 characters wide.
+    let line = text
+        .lines()
+        .find(|l| l.get(..44).map(str::trim_end) == Some(name))
+        .unwrap_or_else(|| panic!("no row {name} in:\n{text}"));
+    let cols: Vec<&str> = line[44..].split_whitespace().filter(|c| *c != "%").collect();
+    let num = |s: &str| s.replace(',', "").trim_end_matches('x').parse::<f64>().unwrap();
+    (num(cols[0]) as u64, num(cols[2]), num(cols[3]), num(cols[4]))
+}
+
+#[test]
+fn convert_packs_every_weight_type_and_measures_it() {
+    let ckpt = fc3_checkpoint("convert");
+    let out_dir = ckpt.parent().unwrap().to_path_buf();
+    let ckpt_bytes: u64 = std::fs::read_dir(&ckpt)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "safetensors"))
+        .map(|e| e.metadata().unwrap().len())
+        .max()
+        .unwrap();
+    let mut sizes = Vec::new();
+    for (quant, max_bits, max_drop, min_agreement) in
+        [("f32", 32.1, 0.0, 100.0), ("f16", 16.1, 0.1, 99.5), ("int8", 8.1, 0.3, 99.0), ("int4", 4.6, 1.0, 97.0)]
+    {
+        let file = out_dir.join(format!("fc3-{quant}.kiln"));
+        let text = succeeds(&["convert", ckpt.to_str().unwrap(), "-o", file.to_str().unwrap(), "--quant", quant]);
+        let (f32_bytes, f32_bits, before, _) = convert_row(&text, "f32 network");
+        assert_eq!(f32_bits, 32.0);
+        let (bytes, bits, after, agreement) = convert_row(&text, quant);
+        assert_eq!(bytes, std::fs::metadata(&file).unwrap().len());
+        let (checkpoint_bytes, ..) = {
+            let line = text.lines().find(|l| l.starts_with("checkpoint")).unwrap();
+            let n: u64 = line.split_whitespace().nth(1).unwrap().replace(',', "").parse().unwrap();
+            (n, ())
+        };
+        assert_eq!(checkpoint_bytes, ckpt_bytes, "{text}");
+        assert!(bits <= max_bits, "{quant}: {bits} bits per weight\n{text}");
+        assert!(before - after <= max_drop && agreement >= min_agreement, "{quant}\n{text}");
+        assert!(before > 85.0, "{text}");
+        assert!(text.contains("Accuracy change:"), "{text}");
+        if quant == "f32" {
+            assert_eq!(bytes, f32_bytes);
+            assert_eq!((after, agreement), (before, 100.0));
+        }
+        sizes.push(bytes);
+
+        // inspect shows the layers, dtypes, metadata (with the accuracy measured at pack time) and memory.
+        let shown = succeeds(&["inspect", file.to_str().unwrap(), "--batch", "16"]);
+        assert!(shown.contains(&format!("test acc:     {after:.2} %")), "{shown}");
+        assert!(shown.contains("dense1/weights") && shown.contains("[784, 500]"), "{shown}");
+        assert!(shown.contains(&format!("model:        fc3 ({quant})")), "{shown}");
+        assert!(shown.contains("runtime memory at batch    1: 6,272 bytes"), "{shown}");
+        assert!(shown.contains("runtime memory at batch   16: 100,352 bytes"), "{shown}");
+        assert!(shown.contains("classes:      10 [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]"), "{shown}");
+    }
+    // Each step down in precision makes the file smaller: f32 > f16 > int8 > int4.
+    assert!(sizes.windows(2).all(|w| w[0] > w[1]), "{sizes:?}");
+    // The checkpoint (weights + two Adam slots) is about 3x the f32 model and 20x+ the int4 one.
+    assert!(ckpt_bytes > 19 * sizes[3], "{ckpt_bytes} vs {sizes:?}");
+}
+
+#[test]
+fn convert_and_inspect_reject_bad_input_clearly() {
+    let ckpt = fc3_checkpoint("convert-bad");
+    let dir = ckpt.parent().unwrap().to_path_buf();
+    let out = dir.join("out.kiln");
+    let (ckpt_s, out_s) = (ckpt.to_str().unwrap(), out.to_str().unwrap());
+
+    let err = fails(&["convert", ckpt_s, "-o", out_s, "--quant", "int3"]);
+    assert!(err.contains("unknown weight type \"int3\"") && err.contains("int8"), "{err}");
+    let err = fails(&["convert", ckpt_s, "-o", out_s, "--quant", "int4/24"]);
+    assert!(err.contains("block size 24"), "{err}");
+    let err = fails(&["convert", ckpt_s, "-o", out_s, "--layer", "conv9=int4"]);
+    assert!(err.contains("no layer named conv9") && err.contains("dense1, dense2, dense3"), "{err}");
+    let err = fails(&["convert", "/nonexistent/ckpt.safetensors", "-o", out_s]);
+    assert!(err.contains("/nonexistent/ckpt.safetensors"), "{err}");
+    assert!(!out.exists(), "a failed convert must not leave a file");
+
+    // A good convert without evaluation, with one layer overridden.
+    let text = succeeds(&["convert", ckpt_s, "-o", out_s, "--quant", "int8", "--layer", "dense1=int2", "--no-eval"]);
+    assert!(text.contains("mixed: dense1=int2, dense2=int8, dense3=int8"), "{text}");
+    let good = std::fs::read(&out).unwrap();
+    let shown = succeeds(&["inspect", out_s]);
+    assert!(shown.contains("test acc:     not measured") && shown.contains("int2/32"), "{shown}");
+
+    // Corrupted, truncated and foreign files are named with what is wrong.
+    let bad = dir.join("bad.kiln");
+    let bad_s = bad.to_str().unwrap();
+    let mut flipped = good.clone();
+    let last = flipped.len() - 1;
+    flipped[last] ^= 1;
+    std::fs::write(&bad, &flipped).unwrap();
+    let err = fails(&["inspect", bad_s]);
+    assert!(err.contains("bad.kiln") && err.contains("checksum mismatch"), "{err}");
+    std::fs::write(&bad, &good[..good.len() / 2]).unwrap();
+    let err = fails(&["inspect", bad_s]);
+    assert!(err.contains("bad.kiln") && err.contains("truncated"), "{err}");
+    std::fs::write(&bad, b"PK\x03\x04 a zip file, not a model").unwrap();
+    let err = fails(&["inspect", bad_s]);
+    assert!(err.contains("not a Kiln model file"), "{err}");
+    let err = fails(&["inspect", dir.join("missing.kiln").to_str().unwrap()]);
+    assert!(err.contains("missing.kiln"), "{err}");
+
+    // Converting into a place nobody can write (not even root: /proc) fails, naming it.
+    let err = fails(&["convert", ckpt_s, "-o", "/proc/out.kiln", "--no-eval"]);
+    assert!(err.contains("/proc/out.kiln"), "{err}");
+}

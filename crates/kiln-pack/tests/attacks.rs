@@ -364,3 +364,23 @@ fn every_single_byte_change_is_rejected_or_harmless() {
         }
     }
 }
+
+#[test]
+fn fuzz_seeds_are_current() {
+    // The fuzz target (crates/kiln-core/fuzz) starts from one valid file per weight type.
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../kiln-core/fuzz/seeds/from_bytes");
+    let regenerate = std::env::var_os("KILN_REGENERATE_ATTACKS").is_some();
+    if regenerate {
+        std::fs::create_dir_all(&dir).unwrap();
+    }
+    for quant in [Quant::F32, Quant::F16, Quant::Int8, Quant::Int4 { block: 32 }, Quant::Int2 { block: 16 }] {
+        let path = dir.join(format!("{}.kiln", quant.to_string().replace('/', "_")));
+        let bytes = common::packed(quant);
+        if regenerate {
+            std::fs::write(&path, &bytes).unwrap();
+        }
+        let committed = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(committed == bytes, "{}: differs from the writer's output; regenerate", path.display());
+        Model::from_bytes(&committed).unwrap();
+    }
+}
