@@ -6,7 +6,11 @@
 //!
 //! Layout follows TensorFlow: activations NHWC, conv weights HWIO `[3,3,in,out]`, dense weights `[in,out]`.
 #![no_std]
-#![forbid(unsafe_code)]
+// One audited exception: calling the AVX2 build of a kernel after run-time detection (kernels/packed.rs).
+#![deny(unsafe_code)]
+
+#[cfg(feature = "std")]
+extern crate std;
 
 pub mod format;
 pub mod kernels;

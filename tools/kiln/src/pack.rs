@@ -112,7 +112,7 @@ pub fn predict_all(file: &[u8], test: &Dataset, threads: usize) -> Result<Vec<u8
         bail!("the model takes {shape} images, the test set has {}x{}", test.rows, test.cols);
     }
     let meta = *model.metadata();
-    const BATCH: usize = 16;
+    const BATCH: usize = 64;
     let mut predictions = vec![0u8; test.len()];
     let per_thread = test.len().div_ceil(threads.max(1)).max(1);
     let done = AtomicUsize::new(0);
