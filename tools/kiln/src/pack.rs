@@ -214,7 +214,12 @@ pub fn cmd_convert(args: ConvertArgs) -> Result<()> {
             Err(e) => return Err(e),
         }
     };
-    let mut rows = vec![("checkpoint".to_string(), source.len(), None, None, None)];
+    let source_label = if ckpt.names().iter().any(|n| n.ends_with("/Adam") || n.ends_with("/Momentum")) {
+        "checkpoint"
+    } else {
+        "source weights file"
+    };
+    let mut rows = vec![(source_label.to_string(), source.len(), None, None, None)];
     let (weights, _) = weight_count(&pack(&ckpt, &vec![Quant::F32; scopes.len()], &meta)?)?;
     if let Some(data) = &data {
         let threads = threads(&args.data);

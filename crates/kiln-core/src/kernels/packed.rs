@@ -169,7 +169,7 @@ fn implicit_gemm<const FMA: bool>(
                             axpy::<FMA, TILE_COLS>(row, v, &weight_run);
                         } else {
                             for (a, &wt) in row[..cols].iter_mut().zip(&weight_run[..cols]) {
-                                *a = if FMA { v.mul_add(wt, *a) } else { *a + v * wt };
+                                *a = if FMA { fused(v, wt, *a) } else { *a + v * wt };
                             }
                         }
                     }
@@ -186,6 +186,16 @@ fn implicit_gemm<const FMA: bool>(
 #[inline(always)]
 fn axpy<const FMA: bool, const N: usize>(acc: &mut [f32; N], v: f32, w: &[f32; N]) {
     for (a, &wt) in acc.iter_mut().zip(w) {
-        *a = if FMA { v.mul_add(wt, *a) } else { *a + v * wt };
+        *a = if FMA { fused(v, wt, *a) } else { *a + v * wt };
     }
+}
+
+/// `v · w + a` in one rounding. `core` has no `mul_add`, so without `std` this is two roundings (and the
+/// compiler may still fuse nothing: Rust never contracts floating-point operations on its own).
+#[inline(always)]
+fn fused(v: f32, w: f32, a: f32) -> f32 {
+    #[cfg(feature = "std")]
+    return v.mul_add(w, a);
+    #[cfg(not(feature = "std"))]
+    return a + v * w;
 }
