@@ -144,6 +144,8 @@ struct EvalArgs {
 enum BenchCommand {
     /// Steady-state training throughput (images per second) on the bundled data.
     Train(BenchTrainArgs),
+    /// The size/accuracy frontier: pack a checkpoint several ways and test each through the runtime.
+    Pack(pack::BenchPackArgs),
 }
 
 #[derive(Args, Debug)]
@@ -188,6 +190,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Train(args) => cmd_train(*args),
         Command::Eval(args) => cmd_eval(args),
         Command::Bench(BenchCommand::Train(args)) => cmd_bench_train(args),
+        Command::Bench(BenchCommand::Pack(args)) => pack::cmd_bench_pack(args),
         Command::Ckpt(CkptCommand::Ls { dir }) => cmd_ckpt_ls(&dir),
         Command::Ckpt(CkptCommand::Inspect { file }) => cmd_ckpt_inspect(&file),
         Command::Convert(args) => pack::cmd_convert(*args),

@@ -24,7 +24,7 @@ pub struct ConvertArgs {
     #[arg(short, long, value_name = "FILE")]
     pub output: PathBuf,
     /// Weight type for every layer: f32, f16, int8, int4, int2 (block types take a block size: int4/64), or
-    /// `mixed`, the per-layer choice in docs/FORMAT.md (int2 for the VGG's big dense1, int4 elsewhere).
+    /// `mixed`: int2 for layers of 1M weights or more (the VGG's conv8-10 and dense1), int4 for the rest.
     #[arg(long, default_value = "int8")]
     pub quant: String,
     /// Override one layer's weight type, e.g. `--layer dense1=int2 --layer conv1=int8`.
@@ -46,15 +46,31 @@ pub struct InspectArgs {
     pub batch: u32,
 }
 
+#[derive(Args, Debug)]
+pub struct BenchPackArgs {
+    /// A checkpoint or weights file, or a checkpoint directory (its latest checkpoint).
+    pub checkpoint: PathBuf,
+    /// Packings to measure, each `BASE[,SCOPE=TYPE...]` as for convert's --quant and --layer, e.g.
+    /// `int4,dense1=int2`.
+    #[arg(required = true)]
+    pub plans: Vec<String>,
+    #[command(flatten)]
+    pub data: DataArgs,
+}
+
+/// Layers with at least this many weights get 2 bits in the `mixed` plan: the VGG's conv8–10 and dense1
+/// (14.3 M of its 16.1 M weights) cost nothing in accuracy at 2 bits, the smaller layers do.
+const MIXED_INT2_MIN_WEIGHTS: usize = 1_000_000;
+
 /// The weight type of each parametric layer, by scope name, for `--quant` and `--layer`.
-fn plan(scopes: &[String], quant: &str, overrides: &[String]) -> Result<(Vec<Quant>, String)> {
+fn plan(layers: &[(String, usize)], quant: &str, overrides: &[String]) -> Result<(Vec<Quant>, String)> {
+    let scopes: Vec<String> = layers.iter().map(|(name, _)| name.clone()).collect();
     let (mut choice, mut description): (Vec<Quant>, String) = if quant == "mixed" {
-        // Over half of the VGG sits in dense1, and it tolerates 2 bits (docs/BENCHMARKS.md, the frontier).
         let choice =
-            scopes
+            layers
                 .iter()
-                .map(|s| {
-                    if s == "dense1" && scopes.len() > 3 {
+                .map(|&(_, weights)| {
+                    if weights >= MIXED_INT2_MIN_WEIGHTS {
                         Quant::Int2 { block: 32 }
                     } else {
                         Quant::Int4 { block: 32 }
@@ -74,16 +90,32 @@ fn plan(scopes: &[String], quant: &str, overrides: &[String]) -> Result<(Vec<Qua
         choice[i] = q.parse().map_err(anyhow::Error::msg).with_context(|| format!("--layer {o}"))?;
     }
     if quant == "mixed" || !overrides.is_empty() {
-        let parts: Vec<String> = scopes.iter().zip(&choice).map(|(s, q)| format!("{s}={q}")).collect();
-        description = format!("mixed: {}", parts.join(", "));
+        description = describe_mix(&scopes, &choice);
     }
     Ok((choice, description))
 }
 
-/// Scope names (`conv1`, `dense2`) of the parametric layers, from the checkpoint's tensor names.
-fn scopes(ckpt: &Checkpoint) -> Result<Vec<String>> {
+/// `mixed: dense1=int2, others int4`: the most common type, and the layers that differ from it.
+fn describe_mix(scopes: &[String], choice: &[Quant]) -> String {
+    let most = choice.iter().max_by_key(|q| choice.iter().filter(|c| c == q).count()).copied();
+    let Some(most) = most else { return "mixed".into() };
+    let others: Vec<String> =
+        scopes.iter().zip(choice).filter(|(_, q)| **q != most).map(|(s, q)| format!("{s}={q}")).collect();
+    if others.is_empty() {
+        format!("mixed: all {most}")
+    } else {
+        format!("mixed: {}, others {most}", others.join(", "))
+    }
+}
+
+/// Scope names (`conv1`, `dense2`) and weight counts of the parametric layers, from the checkpoint.
+fn scopes(ckpt: &Checkpoint) -> Result<Vec<(String, usize)>> {
     let model = ckpt.model()?;
-    Ok(model.params.chunks(2).map(|p| p[0].name.split('/').next().unwrap_or("").to_string()).collect())
+    Ok(model
+        .params
+        .chunks(2)
+        .map(|p| (p[0].name.split('/').next().unwrap_or("").to_string(), p[0].data.len()))
+        .collect())
 }
 
 /// Packs every layer of `ckpt` with `choice`.
@@ -364,6 +396,78 @@ pub fn cmd_inspect(args: InspectArgs) -> Result<()> {
             crate::thousands(runtime::arena_bytes(&model, n)),
             crate::thousands(runtime::scratch_len(&model, n))
         );
+    }
+    Ok(())
+}
+
+pub fn cmd_bench_pack(args: BenchPackArgs) -> Result<()> {
+    let path = crate::resolve_checkpoint(&args.checkpoint)?;
+    let source_len = std::fs::metadata(&path).with_context(|| format!("reading {}", path.display()))?.len();
+    let ckpt = Checkpoint::open(&path)?;
+    let scopes = scopes(&ckpt)?;
+    let plans: Vec<(Vec<Quant>, String)> = args
+        .plans
+        .iter()
+        .map(|p| {
+            let mut parts = p.split(',');
+            let base = parts.next().unwrap_or_default();
+            let overrides: Vec<String> = parts.map(str::to_string).collect();
+            let (choice, _) = plan(&scopes, base, &overrides).with_context(|| format!("plan \"{p}\""))?;
+            Ok((choice, p.clone()))
+        })
+        .collect::<Result<_>>()?;
+    let data = crate::load_data(&args.data)?;
+    let threads = threads(&args.data);
+    let network = ckpt.network();
+    let meta = Metadata {
+        input: network.input,
+        labels: (0..network.classes()?).map(|c| c.to_string()).collect(),
+        mean: 0.0,
+        std: 1.0,
+        model_name: network.name.clone(),
+        kiln_version: env!("CARGO_PKG_VERSION").to_string(),
+        source_file: String::new(),
+        quantization: String::new(),
+        source_step: ckpt.step(),
+        source_sha256: [0; 32],
+        test_correct: 0,
+        test_examples: 0,
+    };
+    let f32_file = pack(&ckpt, &vec![Quant::F32; scopes.len()], &meta)?;
+    let (weights, _) = weight_count(&f32_file)?;
+    let reference = predict_all(&f32_file, &data.test, threads)?;
+    let total = data.test.len();
+    let pct = |n: usize| 100.0 * n as f64 / total as f64;
+    let correct = |p: &[u8]| p.iter().zip(&data.test.labels).filter(|(a, b)| a == b).count();
+    let base = pct(correct(&reference));
+    println!(
+        "{} (step {}), {} bytes; {total} test images through kiln-core",
+        path.display(),
+        ckpt.step(),
+        crate::thousands(source_len as usize)
+    );
+    println!(
+        "{:<40} {:>12} {:>7} {:>6} {:>9} {:>7} {:>9}",
+        "packing", "bytes", "ratio", "bits", "test acc", "change", "agreement"
+    );
+    let row = |name: &str, bytes: usize, stored: usize, predicted: &[u8]| {
+        let agree = reference.iter().zip(predicted).filter(|(a, b)| a == b).count();
+        let acc = pct(correct(predicted));
+        println!(
+            "{name:<40} {:>12} {:>6.1}x {:>6.2} {:>7.2} % {:>+7.2} {:>7.2} %",
+            crate::thousands(bytes),
+            source_len as f64 / bytes as f64,
+            8.0 * stored as f64 / weights as f64,
+            acc,
+            acc - base,
+            pct(agree)
+        );
+    };
+    row("f32", f32_file.len(), weight_count(&f32_file)?.1, &reference);
+    for (choice, description) in &plans {
+        let file = pack(&ckpt, choice, &meta)?;
+        let predicted = predict_all(&file, &data.test, threads)?;
+        row(description, file.len(), weight_count(&file)?.1, &predicted);
     }
     Ok(())
 }
