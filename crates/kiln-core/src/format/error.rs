@@ -29,7 +29,7 @@ pub enum FormatError {
     SectionOutOfBounds { kind: u32, offset: u64, len: u64 },
     /// A section does not start at a multiple of its alignment (8 bytes; 256 for the data section).
     MisalignedSection { kind: u32, offset: u64 },
-    /// Two sections share bytes, or a section overlaps the header or the section table.
+    /// Two sections share bytes, or a section overlaps the header or the section table (then `first` is 0).
     SectionsOverlap { first: u32, second: u32 },
     /// A section kind appears twice.
     DuplicateSection { kind: u32 },
