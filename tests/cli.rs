@@ -679,6 +679,8 @@ fn convert_and_inspect_reject_bad_input_clearly() {
     assert!(err.contains("block size 24"), "{err}");
     let err = fails(&["convert", ckpt_s, "-o", out_s, "--layer", "conv9=int4"]);
     assert!(err.contains("no layer named conv9") && err.contains("dense1, dense2, dense3"), "{err}");
+    let err = fails(&["convert", ckpt_s, "-o", out_s, "--data", "/nonexistent/mnist"]);
+    assert!(err.contains("/nonexistent/mnist"), "{err}");
     let err = fails(&["convert", "/nonexistent/ckpt.safetensors", "-o", out_s]);
     assert!(err.contains("/nonexistent/ckpt.safetensors"), "{err}");
     assert!(!out.exists(), "a failed convert must not leave a file");

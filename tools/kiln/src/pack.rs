@@ -31,8 +31,13 @@ pub struct ConvertArgs {
     /// Override one layer's weight type, e.g. `--layer dense1=int2 --layer conv1=int8`.
     #[arg(long = "layer", value_name = "SCOPE=TYPE")]
     pub layers: Vec<String>,
-    /// Skip measuring the accuracy on the test set.
-    #[arg(long)]
+    /// Measure the test accuracy of the f32 and the packed network through kiln-core's runtime. On by
+    /// default when the test set (--data, or the bundled data) is found; given explicitly, a missing test set
+    /// is an error.
+    #[arg(long, overrides_with = "no_eval")]
+    pub eval: bool,
+    /// Skip measuring the accuracy.
+    #[arg(long, overrides_with = "eval")]
     pub no_eval: bool,
     #[command(flatten)]
     pub data: DataArgs,
@@ -71,17 +76,16 @@ const MIXED_INT2_BLOCK: usize = 128;
 fn plan(layers: &[(String, usize)], quant: &str, overrides: &[String]) -> Result<(Vec<Quant>, String)> {
     let scopes: Vec<String> = layers.iter().map(|(name, _)| name.clone()).collect();
     let (mut choice, mut description): (Vec<Quant>, String) = if quant == "mixed" {
-        let choice =
-            layers
-                .iter()
-                .map(|&(_, weights)| {
-                    if weights >= MIXED_INT2_MIN_WEIGHTS {
-                        Quant::Int2 { block: MIXED_INT2_BLOCK }
-                    } else {
-                        Quant::Int4 { block: 32 }
-                    }
-                })
-                .collect();
+        let choice = layers
+            .iter()
+            .map(|&(_, weights)| {
+                if weights >= MIXED_INT2_MIN_WEIGHTS {
+                    Quant::Int2 { block: MIXED_INT2_BLOCK }
+                } else {
+                    Quant::Int4 { block: 32 }
+                }
+            })
+            .collect();
         (choice, "mixed".into())
     } else {
         let q: Quant = quant.parse().map_err(anyhow::Error::msg).context("--quant")?;
@@ -244,7 +248,7 @@ pub fn cmd_convert(args: ConvertArgs) -> Result<()> {
     } else {
         match crate::load_data(&args.data) {
             Ok(data) => Some(data),
-            Err(e) if args.data.data.is_none() => {
+            Err(e) if args.data.data.is_none() && !args.eval => {
                 eprintln!("note: no test set, so no accuracy measured ({e:#}); pass --data DIR to measure it");
                 None
             }
