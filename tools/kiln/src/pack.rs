@@ -127,10 +127,10 @@ fn scopes(ckpt: &Checkpoint) -> Result<Vec<(String, usize)>> {
         .collect())
 }
 
-/// Packs every layer of `ckpt` with `choice`.
-fn pack(ckpt: &Checkpoint, choice: &[Quant], meta: &Metadata) -> Result<Vec<u8>> {
+/// Every layer's `(weights, bias)` of `ckpt`, weights stored as `choice` says, biases f32.
+fn pack_params(ckpt: &Checkpoint, choice: &[Quant]) -> Result<Vec<(PackedTensor, PackedTensor)>> {
     let model = ckpt.model()?;
-    let params: Vec<(PackedTensor, PackedTensor)> = model
+    let params = model
         .params
         .chunks(2)
         .zip(choice)
@@ -142,7 +142,12 @@ fn pack(ckpt: &Checkpoint, choice: &[Quant], meta: &Metadata) -> Result<Vec<u8>>
             ))
         })
         .collect::<Result<_, kiln_pack::PackError>>()?;
-    Ok(kiln_pack::write(&model.network.layers, &params, meta)?)
+    Ok(params)
+}
+
+/// Packs every layer of `ckpt` with `choice` into a whole file.
+fn pack(ckpt: &Checkpoint, choice: &[Quant], meta: &Metadata) -> Result<Vec<u8>> {
+    Ok(kiln_pack::write(&ckpt.network().layers, &pack_params(ckpt, choice)?, meta)?)
 }
 
 /// Predicted class of every test image, computed by kiln-core's runtime on the packed file.
@@ -240,7 +245,9 @@ pub fn cmd_convert(args: ConvertArgs) -> Result<()> {
         test_examples: 0,
     };
     let started = Instant::now();
-    let mut packed = pack(&ckpt, &choice, &meta)?;
+    let params = pack_params(&ckpt, &choice)?;
+    let layers = &network.layers;
+    let mut packed = kiln_pack::write(layers, &params, &meta)?;
     let pack_secs = started.elapsed().as_secs_f64();
 
     let data = if args.no_eval {
@@ -261,7 +268,7 @@ pub fn cmd_convert(args: ConvertArgs) -> Result<()> {
         "source weights file"
     };
     let mut rows = vec![(source_label.to_string(), source.len(), None, None, None)];
-    let (weights, _) = weight_count(&pack(&ckpt, &vec![Quant::F32; scopes.len()], &meta)?)?;
+    let weights: usize = params.iter().map(|(w, b)| w.len() + b.len()).sum();
     if let Some(data) = &data {
         let threads = threads(&args.data);
         let started = Instant::now();
@@ -273,7 +280,7 @@ pub fn cmd_convert(args: ConvertArgs) -> Result<()> {
         let total = data.test.len();
         meta.test_correct = correct(&predicted) as u32;
         meta.test_examples = total as u32;
-        packed = pack(&ckpt, &choice, &meta)?;
+        packed = kiln_pack::write(layers, &params, &meta)?;
         let pct = |n: usize| 100.0 * n as f64 / total as f64;
         rows.push((
             "f32 network".into(),
