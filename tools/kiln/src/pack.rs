@@ -301,11 +301,16 @@ pub fn cmd_convert(args: ConvertArgs) -> Result<()> {
     checkpoint::write_atomic(&args.output, &packed)?;
 
     println!("Packed {} (step {}) from {} in {pack_secs:.1} s", network.name, ckpt.step(), path.display());
-    println!("{:<44} {:>13} {:>8} {:>12} {:>10} {:>10}", "", "bytes", "ratio", "bits/weight", "test acc", "agreement");
+    // The first column fits the longest row name (a long `mixed: …` description), at least 44 wide.
+    let width = rows.iter().map(|r| r.0.len()).max().unwrap_or(0).max(44);
+    println!(
+        "{:<width$} {:>13} {:>8} {:>12} {:>10} {:>10}",
+        "", "bytes", "ratio", "bits/weight", "test acc", "agreement"
+    );
     let opt = |v: Option<f64>, unit: &str| v.map_or("-".to_string(), |v| format!("{v:.2}{unit}"));
     for (name, size, bits, acc, agreement) in &rows {
         println!(
-            "{name:<44} {:>13} {:>7.1}x {:>12} {:>10} {:>10}",
+            "{name:<width$} {:>13} {:>7.1}x {:>12} {:>10} {:>10}",
             crate::thousands(*size),
             source.len() as f64 / *size as f64,
             opt(*bits, ""),
@@ -349,7 +354,7 @@ pub fn cmd_inspect(args: InspectArgs) -> Result<()> {
     println!("packed by:    kiln {}", meta.kiln_version());
     println!();
     println!(
-        "{:>3}  {:<10} {:<14} {:<16} {:<7} {:>12} {:>6}",
+        "{:>3}  {:<10} {:<14} {:<16} {:<8} {:>12} {:>6}",
         "#", "layer", "output", "weights", "dtype", "bytes", "bits"
     );
     let mut shape = model.input_shape();
@@ -374,7 +379,7 @@ pub fn cmd_inspect(args: InspectArgs) -> Result<()> {
             }
             None => (String::new(), String::new(), String::new(), String::new()),
         };
-        println!("{i:>3}  {:<10} {:<14} {dims:<16} {dtype:<7} {bytes:>12} {bits:>6}", layer.kind(), shape.to_string());
+        println!("{i:>3}  {:<10} {:<14} {dims:<16} {dtype:<8} {bytes:>12} {bits:>6}", layer.kind(), shape.to_string());
     }
     println!(
         "parameters:   {} in {} bytes of tensors ({:.2} bits each, biases f32), {} bytes of header, tables and padding",
@@ -385,7 +390,7 @@ pub fn cmd_inspect(args: InspectArgs) -> Result<()> {
     );
     println!();
     println!(
-        "{:<24} {:<7} {:<18} {:>10} {:>12} {:>10}",
+        "{:<24} {:<8} {:<18} {:>10} {:>12} {:>10}",
         "tensor", "dtype", "shape", "offset", "value bytes", "scale bytes"
     );
     for i in 0..model.tensor_count() {
@@ -396,7 +401,7 @@ pub fn cmd_inspect(args: InspectArgs) -> Result<()> {
             format!("{}/{}", t.dtype.name(), t.block)
         };
         println!(
-            "{:<24} {dtype:<7} {:<18} {:>10} {:>12} {:>10}",
+            "{:<24} {dtype:<8} {:<18} {:>10} {:>12} {:>10}",
             t.name,
             format!("{:?}", &t.dims[..t.rank]),
             t.data_offset,
