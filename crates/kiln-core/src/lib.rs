@@ -17,6 +17,9 @@ pub mod kernels;
 pub mod network;
 pub mod reference;
 pub mod runtime;
+pub mod session;
 
 pub use format::{FormatError, Model};
+pub use kernels::Isa;
 pub use network::{Layer, NetworkError, Shape};
+pub use session::{Output, RunError, Session, SessionError};

@@ -20,6 +20,50 @@ pub use relu::{relu, relu_in_place};
 
 use core::fmt;
 
+/// Which compiled build of the packed kernels runs. Every build computes the same sums in the same order;
+/// only rounding differs (FMA rounds once per multiply-add), so predictions agree.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Isa {
+    /// The target's baseline: SSE2 on x86-64, `simd128` on wasm when built with `+simd128`, scalar
+    /// elsewhere (the compiler vectorizes the fixed-length inner loops).
+    Portable,
+    /// x86-64 with AVX2 and FMA: found at run time with the `std` feature, or enabled at compile time.
+    Avx2Fma,
+}
+
+impl Isa {
+    pub const ALL: [Isa; 2] = [Isa::Portable, Isa::Avx2Fma];
+
+    /// The fastest build this CPU runs.
+    pub fn best() -> Isa {
+        if Isa::Avx2Fma.is_available() { Isa::Avx2Fma } else { Isa::Portable }
+    }
+
+    /// Whether this CPU (and this build of the crate) can run it.
+    pub fn is_available(self) -> bool {
+        match self {
+            Isa::Portable => true,
+            Isa::Avx2Fma => avx2_fma_available(),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Portable => "portable",
+            Isa::Avx2Fma => "avx2+fma",
+        }
+    }
+}
+
+fn avx2_fma_available() -> bool {
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
+    return true;
+    #[cfg(all(feature = "std", target_arch = "x86_64", not(all(target_feature = "avx2", target_feature = "fma"))))]
+    return std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
+    #[allow(unreachable_code)]
+    false
+}
+
 /// A slice handed to a kernel has the wrong length.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LengthError {

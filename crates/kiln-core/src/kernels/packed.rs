@@ -5,7 +5,7 @@
 //! decoded once per tile and reused for every pixel in it, so dequantization is fused into the loop and
 //! nothing is allocated. Hand-written because this crate is `no_std` without `alloc`.
 
-use super::{LengthError, check};
+use super::{Isa, LengthError, check};
 use crate::format::Values;
 
 /// Output pixels per tile: enough reuse of each decoded weight run to hide the decoding.
@@ -17,6 +17,7 @@ const TILE_COLS: usize = 64;
 /// given as decoders. `input` `[n,h,w,cin]`, `output` `[n,h,w,cout]`.
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d_3x3_same_packed(
+    isa: Isa,
     input: &[f32],
     n: usize,
     h: usize,
@@ -36,7 +37,7 @@ pub fn conv2d_3x3_same_packed(
         let ix = (x + tap % 3).checked_sub(1).filter(|&ix| ix < w)?;
         Some(((image * h + iy) * w + ix) * cin)
     };
-    dispatch(input, n * h * w, 9, cin, source, weights, bias, cout, output);
+    dispatch(isa, input, n * h * w, 9, cin, source, weights, bias, cout, output);
     Ok(())
 }
 
@@ -44,6 +45,7 @@ pub fn conv2d_3x3_same_packed(
 /// `input` `[n,cin]`, `output` `[n,cout]`.
 #[allow(clippy::too_many_arguments)]
 pub fn dense_packed(
+    isa: Isa,
     input: &[f32],
     n: usize,
     cin: usize,
@@ -54,16 +56,15 @@ pub fn dense_packed(
 ) -> Result<(), LengthError> {
     check("input", input.len(), n * cin)?;
     check("output", output.len(), n * cout)?;
-    dispatch(input, n, 1, cin, |row, _| Some(row * cin), weights, bias, cout, output);
+    dispatch(isa, input, n, 1, cin, |row, _| Some(row * cin), weights, bias, cout, output);
     Ok(())
 }
 
-/// Runs [`implicit_gemm`] compiled for the best instruction set available: AVX2 with FMA when the CPU has
-/// it (detected at run time with `std`, or enabled at compile time), else the portable build (SSE2 on
-/// x86-64, simd128 on wasm when enabled, scalar elsewhere).
+/// Runs [`implicit_gemm`] compiled for `isa`, or the portable build if this CPU lacks it.
 #[allow(clippy::too_many_arguments)]
 #[inline]
 fn dispatch(
+    isa: Isa,
     input: &[f32],
     pixels: usize,
     taps: usize,
@@ -74,10 +75,14 @@ fn dispatch(
     cout: usize,
     output: &mut [f32],
 ) {
-    #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
-    return implicit_gemm::<true>(input, pixels, taps, cin, source, weights, bias, cout, output);
-    #[cfg(all(feature = "std", target_arch = "x86_64", not(all(target_feature = "avx2", target_feature = "fma"))))]
-    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+    if isa == Isa::Avx2Fma && isa.is_available() {
+        #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
+        return implicit_gemm::<true>(input, pixels, taps, cin, source, weights, bias, cout, output);
+        #[cfg(all(
+            feature = "std",
+            target_arch = "x86_64",
+            not(all(target_feature = "avx2", target_feature = "fma"))
+        ))]
         return x86::implicit_gemm_avx2_fma(input, pixels, taps, cin, source, weights, bias, cout, output);
     }
     #[allow(unreachable_code)]

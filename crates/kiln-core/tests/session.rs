@@ -1,0 +1,126 @@
+//! Sessions over real `.kiln` files (the fuzz seeds: a small conv net in every weight type, written by
+//! kiln-pack and kept current by its tests).
+
+use kiln_core::format::Model;
+use kiln_core::{Isa, RunError, Session, SessionError, runtime};
+
+const MODELS: [(&str, &[u8]); 5] = [
+    ("f32", include_bytes!("../fuzz/seeds/from_bytes/f32.kiln")),
+    ("f16", include_bytes!("../fuzz/seeds/from_bytes/f16.kiln")),
+    ("int8", include_bytes!("../fuzz/seeds/from_bytes/int8.kiln")),
+    ("int4", include_bytes!("../fuzz/seeds/from_bytes/int4.kiln")),
+    ("int2", include_bytes!("../fuzz/seeds/from_bytes/int2_16.kiln")),
+];
+
+/// An arena of `bytes` bytes starting 4-aligned (a `Vec<u32>` viewed as bytes).
+fn arena(bytes: usize) -> Vec<u32> {
+    vec![0; bytes.div_ceil(4) + 1]
+}
+
+fn images(model: &Model<'_>, n: usize, seed: u32) -> Vec<f32> {
+    (0..n * model.input_shape().len())
+        .map(|i| (((i as u32).wrapping_mul(2654435761) ^ seed) % 1000) as f32 / 1000.0)
+        .collect()
+}
+
+#[test]
+fn session_matches_forward_and_gives_probabilities() {
+    for (name, bytes) in MODELS {
+        let model = Model::from_bytes(bytes).unwrap();
+        let n = 4;
+        let input = images(&model, n, 7);
+        let len = runtime::scratch_len(&model, n);
+        let (mut a, mut b) = (vec![0.0; len], vec![0.0; len]);
+        let want = runtime::forward(&model, &input, n, &mut a, &mut b).unwrap().to_vec();
+
+        let mut memory = arena(model.arena_size(n));
+        let mut session = Session::new(&model, &mut bytemuck::cast_slice_mut(&mut memory)[..], n).unwrap();
+        let out = session.run(&input, n).unwrap();
+        assert_eq!(out.logits, &want[..], "{name}");
+        assert_eq!(out.batch(), n);
+        for row in out.probabilities.chunks(out.classes) {
+            let sum: f32 = row.iter().sum();
+            assert!((sum - 1.0).abs() < 1e-5 && row.iter().all(|&p| p >= 0.0), "{name}: {row:?}");
+        }
+        let best = out.class(0);
+        assert!(out.probabilities[..3].iter().all(|&p| p <= out.probabilities[best]));
+        // A smaller batch in the same session works too.
+        let one = session.run(&input[..model.input_shape().len()], 1).unwrap();
+        assert_eq!(one.logits, &want[..3], "{name}");
+    }
+}
+
+#[test]
+fn pixels_are_normalised_as_the_metadata_says() {
+    let model = Model::from_bytes(MODELS[0].1).unwrap();
+    let pixels: Vec<u8> = (0..model.input_shape().len()).map(|i| (i * 7 % 256) as u8).collect();
+    let floats: Vec<f32> = pixels.iter().map(|&p| p as f32 / 255.0).collect();
+    let mut memory = arena(model.arena_size(1));
+    let mut session = Session::new(&model, &mut bytemuck::cast_slice_mut(&mut memory)[..], 1).unwrap();
+    let from_pixels = session.run_pixels(&pixels, 1).unwrap().logits.to_vec();
+    let from_floats = session.run(&floats, 1).unwrap().logits.to_vec();
+    assert_eq!(from_pixels, from_floats);
+}
+
+#[test]
+fn every_kernel_build_on_this_cpu_gives_the_same_predictions() {
+    let available: Vec<Isa> = Isa::ALL.into_iter().filter(|isa| isa.is_available()).collect();
+    eprintln!("kernel builds on this CPU: {available:?}");
+    for (name, bytes) in MODELS {
+        let model = Model::from_bytes(bytes).unwrap();
+        let n = 16;
+        let input = images(&model, n, 3);
+        let mut results = Vec::new();
+        for &isa in &available {
+            let mut memory = arena(model.arena_size(n));
+            let mut session = Session::new(&model, &mut bytemuck::cast_slice_mut(&mut memory)[..], n).unwrap();
+            session.set_isa(isa);
+            assert_eq!(session.isa(), isa);
+            let out = session.run(&input, n).unwrap();
+            let classes: Vec<usize> = (0..n).map(|i| out.class(i)).collect();
+            results.push((isa, classes, out.logits.to_vec()));
+        }
+        let (_, classes, logits) = &results[0];
+        for (isa, c, l) in &results[1..] {
+            assert_eq!(c, classes, "{name}: {isa:?} predicts differently");
+            for (x, y) in l.iter().zip(logits) {
+                // FMA rounds once per multiply-add: the logits differ only in the last bits.
+                assert!((x - y).abs() <= 1e-5 * y.abs().max(1.0), "{name}: {isa:?} {x} vs {y}");
+            }
+        }
+    }
+}
+
+#[test]
+fn bad_arenas_and_inputs_get_distinct_errors() {
+    let model = Model::from_bytes(MODELS[2].1).unwrap();
+    let needed = model.arena_size(2);
+    // 2 images: two ping-pong buffers of 2 x the largest activation, plus 2 x 3 probabilities, all f32.
+    assert_eq!(needed, (2 * 2 * model.max_activation_len() + 2 * 3) * 4);
+    let mut memory = arena(needed + 8);
+    let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut memory);
+    assert_eq!(
+        Session::new(&model, &mut bytes[..needed - 1], 2).unwrap_err(),
+        SessionError::ArenaTooSmall { needed, got: needed - 1 }
+    );
+    assert_eq!(
+        Session::new(&model, &mut bytes[1..needed + 1], 2).unwrap_err(),
+        SessionError::ArenaMisaligned { address_mod_4: 1 }
+    );
+    assert_eq!(Session::new(&model, &mut bytes[..needed], 0).unwrap_err(), SessionError::ZeroBatch);
+
+    let mut session = Session::new(&model, &mut bytes[..needed], 2).unwrap();
+    let len = model.input_shape().len();
+    assert_eq!(session.run(&vec![0.5; len + 1], 1).unwrap_err(), RunError::InputLength { expected: len, got: len + 1 });
+    assert_eq!(session.run(&vec![0.5; 3 * len], 3).unwrap_err(), RunError::BatchSize { batch: 3, max: 2 });
+    assert_eq!(session.run(&[], 0).unwrap_err(), RunError::BatchSize { batch: 0, max: 2 });
+    let mut nan = vec![0.5; len];
+    nan[5] = f32::NAN;
+    assert_eq!(session.run(&nan, 1).unwrap_err(), RunError::NonFiniteInput { index: 5 });
+    assert_eq!(session.run_pixels(&[0; 3], 1).unwrap_err(), RunError::InputLength { expected: len, got: 3 });
+    // Errors leave the session usable.
+    assert_eq!(session.run(&vec![0.5; len], 1).unwrap().batch(), 1);
+    for e in [RunError::NonFiniteInput { index: 5 }, RunError::BatchSize { batch: 3, max: 2 }] {
+        assert!(!e.to_string().is_empty());
+    }
+}
