@@ -728,3 +728,78 @@ fn bench_pack_prints_the_frontier() {
     let err = fails(&["bench", "pack", ckpt.to_str().unwrap(), "int4,dense7=int2"]);
     assert!(err.contains("plan \"int4,dense7=int2\"") && err.contains("no layer named dense7"), "{err}");
 }
+
+/// Test digit `index` of the bundled set as 28x28 pixels and its label.
+fn test_digit(index: usize) -> (Vec<u8>, u8) {
+    let images = gunzip(&repo().join("data/mnist/t10k-images-idx3-ubyte.gz"));
+    let labels = gunzip(&repo().join("data/mnist/t10k-labels-idx1-ubyte.gz"));
+    (images[16 + 784 * index..16 + 784 * (index + 1)].to_vec(), labels[8 + index])
+}
+
+#[test]
+fn predict_classifies_photos_of_real_digits_the_mnist_way() {
+    let dir = scratch("predict");
+    let weights = dir.join("fc3.safetensors");
+    succeeds(&["train", "--model", "fc3", "--save", weights.to_str().unwrap(), "--show-mistakes", "0"]);
+    let model = dir.join("fc3.kiln");
+    succeeds(&["convert", weights.to_str().unwrap(), "-o", model.to_str().unwrap(), "--quant", "int8", "--no-eval"]);
+
+    // Real test digits as a user would photograph them: 3x larger, dark ink on a light, coloured page,
+    // off-centre, as PNG and as JPEG.
+    let mut paths = Vec::new();
+    let mut labels = Vec::new();
+    for i in 0..10 {
+        let (pixels, label) = test_digit(i);
+        let page = image::RgbImage::from_fn(120, 100, |x, y| {
+            let (sx, sy) = (x as i64 - 30, y as i64 - 6);
+            let ink = if (0..84).contains(&sx) && (0..84).contains(&sy) {
+                pixels[(sy / 3 * 28 + sx / 3) as usize]
+            } else {
+                0
+            };
+            let paper = [250u8, 240, 200];
+            image::Rgb(paper.map(|c| (c as u32 * (255 - ink as u32) / 255) as u8))
+        });
+        let path = dir.join(format!("digit{i}.{}", if i % 2 == 0 { "png" } else { "jpg" }));
+        page.save(&path).unwrap();
+        paths.push(path.to_str().unwrap().to_string());
+        labels.push(label);
+    }
+    let mut args = vec!["predict", model.to_str().unwrap()];
+    args.extend(paths.iter().map(String::as_str));
+    let text = succeeds(&args);
+    let right = text
+        .lines()
+        .zip(&labels)
+        .filter(|(line, label)| {
+            line.split(": ").nth(1).and_then(|rest| rest.split(' ').next()) == Some(&label.to_string())
+        })
+        .count();
+    assert!(right >= 9, "{right}/10 right:\n{text}");
+    let first = text.lines().next().unwrap();
+    assert!(first.contains("0:") && first.contains("9:") && first.contains('%'), "{first}");
+
+    let preview = succeeds(&["predict", model.to_str().unwrap(), &paths[0], "--preview"]);
+    assert_eq!(preview.lines().filter(|l| l.starts_with("  |")).count(), 28, "{preview}");
+
+    // Bad images are named; the good ones are still classified; the exit status says something failed.
+    let blank = dir.join("blank.png");
+    image::GrayImage::from_pixel(50, 50, image::Luma([255])).save(&blank).unwrap();
+    let fake = dir.join("fake.png");
+    std::fs::write(&fake, b"not an image").unwrap();
+    let out = kiln(&[
+        "predict",
+        model.to_str().unwrap(),
+        blank.to_str().unwrap(),
+        fake.to_str().unwrap(),
+        &paths[0],
+        "/nonexistent.png",
+    ]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("blank.png") && err.contains("blank"), "{err}");
+    assert!(err.contains("fake.png") && err.contains("/nonexistent.png") && err.contains("3 of 4 images"), "{err}");
+    assert_eq!(stdout(&out).lines().count(), 1, "{}", stdout(&out));
+    let err = fails(&["predict", weights.to_str().unwrap(), &paths[0]]);
+    assert!(err.contains("fc3.safetensors") && err.contains("not a valid model file"), "{err}");
+}

@@ -15,6 +15,7 @@ extern crate std;
 pub mod format;
 pub mod kernels;
 pub mod network;
+pub mod preprocess;
 pub mod reference;
 pub mod runtime;
 pub mod session;

@@ -17,6 +17,7 @@ use kiln_train::train::{self, Length, Progress, Schedule, TrainConfig, Trainer};
 use kiln_train::{eval, presets, weights};
 
 mod pack;
+mod predict;
 
 #[derive(Parser, Debug)]
 #[command(name = "kiln", version, about = "Train, pack and run small image classifiers.")]
@@ -41,6 +42,8 @@ enum Command {
     Convert(Box<pack::ConvertArgs>),
     /// Show what a `.kiln` model file holds: layers, tensors, metadata and the memory the runtime needs.
     Inspect(pack::InspectArgs),
+    /// Classify digit images (PNG/JPEG, any size and colour) with a `.kiln` model.
+    Predict(predict::PredictArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -195,6 +198,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Ckpt(CkptCommand::Inspect { file }) => cmd_ckpt_inspect(&file),
         Command::Convert(args) => pack::cmd_convert(*args),
         Command::Inspect(args) => pack::cmd_inspect(args),
+        Command::Predict(args) => predict::cmd_predict(args),
     }
 }
 
