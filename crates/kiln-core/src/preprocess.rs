@@ -69,8 +69,8 @@ pub fn mnist_style(
 
     // Scale the bounding box to fit 20x20, averaging over each target pixel's area in the source.
     let scale = BOX as f32 / box_h.max(box_w) as f32;
-    let target_h = ((box_h as f32 * scale).round() as usize).clamp(1, BOX);
-    let target_w = ((box_w as f32 * scale).round() as usize).clamp(1, BOX);
+    let target_h = round(box_h as f32 * scale).clamp(1, BOX);
+    let target_w = round(box_w as f32 * scale).clamp(1, BOX);
     let mut digit = [[0.0f32; BOX]; BOX];
     for (ty, row) in digit.iter_mut().enumerate().take(target_h) {
         let (y0, y1) = (top as f32 + ty as f32 / scale, top as f32 + (ty + 1) as f32 / scale);
@@ -90,16 +90,29 @@ pub fn mnist_style(
         }
     }
     let centre = SIDE as f32 / 2.0;
-    let place = |com: f32, size: usize| ((centre - com).round().max(0.0) as usize).min(SIDE - size);
+    let place = |com: f32, size: usize| round((centre - com).max(0.0)).min(SIDE - size);
     let (oy, ox) = (place(sum_y / mass, target_h), place(sum_x / mass, target_w));
 
     out.fill(0);
     for y in 0..target_h {
         for x in 0..target_w {
-            out[(oy + y) * SIDE + ox + x] = digit[y][x].round().clamp(0.0, 255.0) as u8;
+            out[(oy + y) * SIDE + ox + x] = round(digit[y][x].clamp(0.0, 255.0)) as u8;
         }
     }
     Ok(())
+}
+
+// `core` has no float rounding functions; these cover the non-negative values used here.
+
+/// Nearest integer, halves up, of `x >= 0`.
+fn round(x: f32) -> usize {
+    (x + 0.5) as usize
+}
+
+/// Smallest integer not below `x >= 0`.
+fn ceil(x: f32) -> usize {
+    let whole = x as usize;
+    if (whole as f32) < x { whole + 1 } else { whole }
 }
 
 /// The mean of `value` over the rectangle `[x0,x1) × [y0,y1)` of a `width × height` pixel grid, each pixel
@@ -112,10 +125,10 @@ fn area_mean(
     height: usize,
 ) -> f32 {
     let (mut total, mut weight) = (0.0f32, 0.0f32);
-    let ys = (y0.floor() as usize)..(y1.ceil() as usize).min(height);
+    let ys = (y0 as usize)..ceil(y1).min(height);
     for y in ys {
         let wy = (y1.min(y as f32 + 1.0) - y0.max(y as f32)).max(0.0);
-        for x in (x0.floor() as usize)..(x1.ceil() as usize).min(width) {
+        for x in (x0 as usize)..ceil(x1).min(width) {
             let w = wy * (x1.min(x as f32 + 1.0) - x0.max(x as f32)).max(0.0);
             total += w * value(x, y);
             weight += w;

@@ -16,6 +16,7 @@ use kiln_train::optim::{self, Optimizer, OptimizerConfig, OptimizerKind};
 use kiln_train::train::{self, Length, Progress, Schedule, TrainConfig, Trainer};
 use kiln_train::{eval, presets, weights};
 
+mod bench_infer;
 mod pack;
 mod predict;
 
@@ -149,6 +150,8 @@ enum BenchCommand {
     Train(BenchTrainArgs),
     /// The size/accuracy frontier: pack a checkpoint several ways and test each through the runtime.
     Pack(pack::BenchPackArgs),
+    /// Inference speed of a `.kiln` model: batch-1 latency (median, p90) and batched throughput.
+    Infer(bench_infer::BenchInferArgs),
 }
 
 #[derive(Args, Debug)]
@@ -194,6 +197,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Eval(args) => cmd_eval(args),
         Command::Bench(BenchCommand::Train(args)) => cmd_bench_train(args),
         Command::Bench(BenchCommand::Pack(args)) => pack::cmd_bench_pack(args),
+        Command::Bench(BenchCommand::Infer(args)) => bench_infer::cmd_bench_infer(args),
         Command::Ckpt(CkptCommand::Ls { dir }) => cmd_ckpt_ls(&dir),
         Command::Ckpt(CkptCommand::Inspect { file }) => cmd_ckpt_inspect(&file),
         Command::Convert(args) => pack::cmd_convert(*args),

@@ -155,38 +155,59 @@ impl Values<'_> {
             }
             DType::Int8 => {
                 let levels = &self.data[start..start + out.len()];
-                let mut channel = start % self.channels;
-                for (o, &q) in out.iter_mut().zip(levels) {
-                    *o = q as i8 as f32 * f32_at(self.scales, channel);
-                    channel += 1;
-                    if channel == self.channels {
-                        channel = 0;
+                let first = start % self.channels;
+                if first + out.len() <= self.channels {
+                    // One row of channels (every kernel call): a straight, vectorizable zip.
+                    let scales = &self.scales[4 * first..4 * (first + out.len())];
+                    for ((o, &q), s) in out.iter_mut().zip(levels).zip(scales.chunks_exact(4)) {
+                        *o = q as i8 as f32 * f32::from_le_bytes([s[0], s[1], s[2], s[3]]);
+                    }
+                } else {
+                    for (i, (o, &q)) in out.iter_mut().zip(levels).enumerate() {
+                        *o = q as i8 as f32 * f32_at(self.scales, (first + i) % self.channels);
                     }
                 }
             }
-            DType::Int4 => self.decode_blocked(start, out, |i| {
-                let byte = self.data[i / 2];
-                let nibble = if i % 2 == 0 { byte & 0x0f } else { byte >> 4 };
-                // Sign-extend the 4-bit two's complement level.
-                (((nibble << 4) as i8) >> 4) as f32
+            DType::Int4 => self.decode_blocked(start, out, 2, |byte, out: &mut [f32], scale| {
+                // Sign-extend each 4-bit two's complement level: low nibble first.
+                out[0] = (((byte << 4) as i8) >> 4) as f32 * scale;
+                out[1] = ((byte as i8) >> 4) as f32 * scale;
             }),
-            DType::Int2 => self.decode_blocked(start, out, |i| {
-                let bits = (self.data[i / 4] >> (2 * (i % 4))) & 0b11;
-                (((bits << 6) as i8) >> 6) as f32 + 0.5
+            DType::Int2 => self.decode_blocked(start, out, 4, |byte, out: &mut [f32], scale| {
+                for (k, o) in out.iter_mut().enumerate() {
+                    let q = (((byte >> (2 * k)) << 6) as i8) >> 6;
+                    *o = (q as f32 + 0.5) * scale;
+                }
             }),
         }
     }
 
-    /// Block dtypes: `level(i) × scale[i / block]`, one scale lookup per block run.
-    fn decode_blocked(&self, start: usize, out: &mut [f32], level: impl Fn(usize) -> f32) {
+    /// Block dtypes: `per_byte` values per byte; `unpack(byte, values, scale)` writes one byte's values.
+    /// Whole bytes inside one block (all of a kernel's runs: they start at multiples of 64 in rows whose
+    /// length is a multiple of 4) go through `unpack`; ragged edges decode value by value.
+    fn decode_blocked(&self, start: usize, out: &mut [f32], per_byte: usize, unpack: impl Fn(u8, &mut [f32], f32)) {
         let mut done = 0;
+        let mut one = [0.0f32; 4];
         while done < out.len() {
             let i = start + done;
-            let block = i / self.block;
+            let scale = f16_at(self.scales, i / self.block);
             let run = (self.block - i % self.block).min(out.len() - done);
-            let scale = f16_at(self.scales, block);
-            for (j, o) in out[done..done + run].iter_mut().enumerate() {
-                *o = level(i + j) * scale;
+            let run_out = &mut out[done..done + run];
+            if i % per_byte == 0 {
+                let whole = run / per_byte * per_byte;
+                let bytes = &self.data[i / per_byte..(i + whole) / per_byte];
+                for (&byte, values) in bytes.iter().zip(run_out[..whole].chunks_exact_mut(per_byte)) {
+                    unpack(byte, values, scale);
+                }
+                for (j, o) in run_out.iter_mut().enumerate().skip(whole) {
+                    unpack(self.data[(i + j) / per_byte], &mut one[..per_byte], scale);
+                    *o = one[(i + j) % per_byte];
+                }
+            } else {
+                for (j, o) in run_out.iter_mut().enumerate() {
+                    unpack(self.data[(i + j) / per_byte], &mut one[..per_byte], scale);
+                    *o = one[(i + j) % per_byte];
+                }
             }
             done += run;
         }

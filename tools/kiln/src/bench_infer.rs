@@ -1,0 +1,142 @@
+//! `kiln bench infer`: batch-1 latency and batched throughput of a `.kiln` model on the CPU runtime.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use kiln_core::{Isa, Model, Session};
+
+#[derive(Args, Debug)]
+pub struct BenchInferArgs {
+    /// A `.kiln` model file.
+    pub model: PathBuf,
+    /// Threads for the batched measurement, each running its own session on its own images (the batch-1
+    /// latency is always one thread: the runtime runs one image on one core).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub threads: u16,
+    /// Timed batch-1 runs (after 10 untimed ones).
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
+    pub runs: u32,
+    /// Images per batch for the throughput measurement.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub batch: u32,
+    /// Timed batches per thread.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    pub batches: u32,
+    /// Kernel build: best (what this CPU runs fastest), portable, or avx2+fma.
+    #[arg(long, default_value = "best", value_parser = ["best", "portable", "avx2+fma"])]
+    pub isa: String,
+}
+
+fn isa(name: &str) -> Result<Isa> {
+    let isa = match name {
+        "portable" => Isa::Portable,
+        "avx2+fma" => Isa::Avx2Fma,
+        _ => Isa::best(),
+    };
+    if !isa.is_available() {
+        bail!("this CPU (or this build) cannot run the {} kernels", isa.name());
+    }
+    Ok(isa)
+}
+
+/// Real test digits when the bundled data is there, else a fixed pattern.
+fn digits(count: usize, len: usize) -> Vec<u8> {
+    let bundled = crate::bundled_dir().and_then(|dir| kiln_train::data::Mnist::load(&dir).ok());
+    match bundled {
+        Some(m) if len == 784 => (0..count).flat_map(|i| m.test.image(i % m.test.len()).to_vec()).collect(),
+        _ => (0..count * len).map(|i| (i * 37 % 251) as u8).collect(),
+    }
+}
+
+pub fn cmd_bench_infer(args: BenchInferArgs) -> Result<()> {
+    let bytes = std::fs::read(&args.model).with_context(|| format!("reading {}", args.model.display()))?;
+    let model =
+        Model::from_bytes(&bytes).with_context(|| format!("{} is not a valid model file", args.model.display()))?;
+    let isa = isa(&args.isa)?;
+    let len = model.input_shape().len();
+    let flops = {
+        let mut shape = model.input_shape();
+        let mut total = 0u64;
+        for (i, layer) in model.layers().iter().enumerate() {
+            let out = layer.output_shape(i, shape)?;
+            total += layer.forward_flops(shape, out);
+            shape = out;
+        }
+        total as f64
+    };
+    let meta = model.metadata();
+    println!(
+        "{} ({}), {} bytes, {:.1} MFLOP per image, kernels {}",
+        meta.model_name(),
+        meta.quantization(),
+        crate::thousands(bytes.len()),
+        flops / 1e6,
+        isa.name()
+    );
+
+    // Batch 1, one thread: latency.
+    let images = digits(64, len);
+    let mut arena = vec![0u32; model.arena_size(1).div_ceil(4)];
+    let mut session = Session::new(&model, bytemuck::cast_slice_mut(&mut arena), 1)?;
+    session.set_isa(isa);
+    let mut times = Vec::with_capacity(args.runs as usize);
+    for r in 0..10 + args.runs as usize {
+        let image = &images[(r % 64) * len..][..len];
+        let started = Instant::now();
+        std::hint::black_box(session.run_pixels(image, 1)?);
+        if r >= 10 {
+            times.push(started.elapsed().as_secs_f64());
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    let pick = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
+    let (median, p90) = (pick(0.5), pick(0.9));
+    println!(
+        "batch 1, 1 thread:    median {:.3} ms, p90 {:.3} ms over {} runs ({:.1} GFLOP/s)",
+        median * 1e3,
+        p90 * 1e3,
+        times.len(),
+        flops / median / 1e9
+    );
+
+    // Batched throughput: each thread its own session and images.
+    let batch = args.batch as usize;
+    let threads = args.threads as usize;
+    let batch_images = digits(batch, len);
+    let started = std::sync::Barrier::new(threads + 1);
+    let elapsed = std::thread::scope(|scope| -> Result<f64> {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                let (model, batch_images, started) = (&model, &batch_images, &started);
+                scope.spawn(move || -> Result<()> {
+                    let mut arena = vec![0u32; model.arena_size(batch).div_ceil(4)];
+                    let mut session = Session::new(model, bytemuck::cast_slice_mut(&mut arena), batch)?;
+                    session.set_isa(isa);
+                    session.run_pixels(batch_images, batch)?; // warm-up
+                    started.wait();
+                    for _ in 0..args.batches {
+                        std::hint::black_box(session.run_pixels(batch_images, batch)?);
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        started.wait();
+        let t0 = Instant::now();
+        for h in handles {
+            h.join().map_err(|_| anyhow::anyhow!("a benchmark thread panicked"))??;
+        }
+        Ok(t0.elapsed().as_secs_f64())
+    })?;
+    let images_done = (threads * batch * args.batches as usize) as f64;
+    println!(
+        "batch {batch}, {threads} thread{}: {:.1} images/s ({:.1} GFLOP/s), {} batches per thread",
+        if threads == 1 { "" } else { "s" },
+        images_done / elapsed,
+        images_done * flops / elapsed / 1e9,
+        args.batches
+    );
+    Ok(())
+}
