@@ -14,6 +14,16 @@ python3 -c 'import safetensors, numpy' 2>/dev/null ||
   python3 -m pip install --quiet safetensors numpy ||
   python3 -m pip install --quiet --break-system-packages safetensors numpy
 
+# The C API test runs its C program under valgrind.
+if ! command -v valgrind >/dev/null; then
+  if [ "$(id -u)" = 0 ]; then
+    (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind ||
+      (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind)) >/dev/null
+  else
+    echo "note: valgrind is missing (sudo apt-get install valgrind); the C API test will say so" >&2
+  fi
+fi
+
 echo "== kiln-core builds for wasm32 and bare-metal Arm (no_std, no alloc)"
 cargo build -p kiln-core --target wasm32-unknown-unknown --release
 cargo build -p kiln-core --target thumbv7em-none-eabihf --release

@@ -1,0 +1,86 @@
+//! The C API from C: the committed header is current, and `tests/c/classify.c` compiles against it, links
+//! the static library, and runs clean under valgrind (no errors, no leaks).
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn crate_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn header_is_current() {
+    let config = cbindgen::Config::from_file(crate_dir().join("cbindgen.toml")).unwrap();
+    let mut generated = Vec::new();
+    cbindgen::Builder::new()
+        .with_crate(crate_dir())
+        .with_config(config)
+        .generate()
+        .expect("cbindgen runs")
+        .write(&mut generated);
+    let path = crate_dir().join("include/kiln.h");
+    if std::env::var_os("KILN_REGENERATE_HEADER").is_some() {
+        std::fs::write(&path, &generated).unwrap();
+    }
+    let committed = std::fs::read(&path).unwrap_or_default();
+    assert!(
+        committed == generated,
+        "include/kiln.h is stale: run KILN_REGENERATE_HEADER=1 cargo test -p kiln-capi --test c_example header_is_current"
+    );
+}
+
+/// `target/<profile>`, where cargo put this package's libraries (the test binary lives in its `deps/`).
+fn profile_dir() -> PathBuf {
+    std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().to_path_buf()
+}
+
+fn has(tool: &str) -> bool {
+    Command::new(tool).arg("--version").output().is_ok_and(|o| o.status.success())
+}
+
+#[test]
+fn c_program_runs_clean_under_valgrind() {
+    // The static library of this package; build it if this test run did not (cargo builds rlibs for tests).
+    let lib = profile_dir().join("libkiln.a");
+    if !lib.exists() {
+        let release = profile_dir().ends_with("release");
+        let mut cargo = Command::new(env!("CARGO"));
+        cargo.args(["build", "-p", "kiln-capi"]);
+        if release {
+            cargo.arg("--release");
+        }
+        assert!(cargo.status().unwrap().success(), "building the static library");
+    }
+    assert!(lib.exists(), "{} missing", lib.display());
+    let out_dir = std::env::temp_dir().join(format!("kiln-capi-{}", std::process::id()));
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let exe = out_dir.join("classify");
+    let status = Command::new("cc")
+        .args(["-std=c99", "-Wall", "-Wextra", "-Werror", "-g", "-o"])
+        .arg(&exe)
+        .arg(crate_dir().join("tests/c/classify.c"))
+        .arg("-I")
+        .arg(crate_dir().join("include"))
+        .arg(&lib)
+        .args(["-lpthread", "-ldl", "-lm"])
+        .status()
+        .expect("cc runs");
+    assert!(status.success(), "compiling tests/c/classify.c");
+
+    let model = crate_dir().join("../kiln-core/fuzz/seeds/from_bytes/int8.kiln");
+    let plain = Command::new(&exe).arg(&model).output().unwrap();
+    let stdout = String::from_utf8_lossy(&plain.stdout);
+    assert!(plain.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&plain.stderr));
+    assert!(stdout.contains("all checks passed"), "{stdout}");
+
+    assert!(has("valgrind"), "valgrind is not installed (apt-get install valgrind; .ci/run does)");
+    let run = Command::new("valgrind")
+        .args(["--error-exitcode=99", "--leak-check=full", "--errors-for-leak-kinds=definite,indirect", "--quiet"])
+        .arg(&exe)
+        .arg(&model)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "valgrind found problems:\n{report}");
+    std::fs::remove_dir_all(&out_dir).ok();
+}
