@@ -12,6 +12,8 @@ use crate::format::Values;
 const TILE_PIXELS: usize = 64;
 /// Output channels per tile: 32 × 64 accumulators (8 KiB) stay in L1.
 const TILE_COLS: usize = 64;
+/// Weight rows decoded at a time: a 16 KiB panel (64 rows × 64 channels) that stays in L1.
+const PANEL_ROWS: usize = 64;
 
 /// 3x3 convolution, stride 1, SAME padding, plus bias, with weights `[3,3,cin,cout]` and bias `[cout]`
 /// given as decoders. `input` `[n,h,w,cin]`, `output` `[n,h,w,cout]`.
@@ -145,7 +147,9 @@ fn implicit_gemm<const FMA: bool>(
     output: &mut [f32],
 ) {
     let mut bias_run = [0.0f32; TILE_COLS];
-    let mut weight_run = [0.0f32; TILE_COLS];
+    // Weight rows decoded once per tile, then swept once per pixel with that pixel's accumulators held in
+    // registers (a load per multiply-add, no store), instead of a load and a store per multiply-add.
+    let mut panel = [[0.0f32; TILE_COLS]; PANEL_ROWS];
     let mut acc = [[0.0f32; TILE_COLS]; TILE_PIXELS];
     for c0 in (0..cout).step_by(TILE_COLS) {
         let cols = TILE_COLS.min(cout - c0);
@@ -160,21 +164,34 @@ fn implicit_gemm<const FMA: bool>(
                 for (t, start) in starts[..rows].iter_mut().enumerate() {
                     *start = source(p0 + t, tap);
                 }
-                for c in 0..cin {
-                    weights.decode((tap * cin + c) * cout + c0, &mut weight_run[..cols]);
+                if starts[..rows].iter().all(Option::is_none) {
+                    continue;
+                }
+                for k0 in (0..cin).step_by(PANEL_ROWS) {
+                    let kn = PANEL_ROWS.min(cin - k0);
+                    for (j, run) in panel[..kn].iter_mut().enumerate() {
+                        weights.decode((tap * cin + k0 + j) * cout + c0, &mut run[..cols]);
+                    }
                     for (row, start) in acc[..rows].iter_mut().zip(&starts) {
-                        let Some(start) = start else { continue };
-                        let v = input[start + c];
-                        // ReLU outputs are mostly zero: skipping them changes no sum.
-                        if v == 0.0 {
-                            continue;
-                        }
+                        let Some(start) = *start else { continue };
+                        let x = &input[start + k0..start + k0 + kn];
                         if cols == TILE_COLS {
-                            // A fixed length lets the compiler unroll the full-tile case completely.
-                            axpy::<FMA, TILE_COLS>(row, v, &weight_run);
+                            // A fixed length lets the compiler keep the row in registers across the sweep.
+                            let mut r = *row;
+                            for (&v, w) in x.iter().zip(&panel[..kn]) {
+                                // ReLU outputs are mostly zero: skipping them changes no sum.
+                                if v != 0.0 {
+                                    axpy::<FMA, TILE_COLS>(&mut r, v, w);
+                                }
+                            }
+                            *row = r;
                         } else {
-                            for (a, &wt) in row[..cols].iter_mut().zip(&weight_run[..cols]) {
-                                *a = if FMA { fused(v, wt, *a) } else { *a + v * wt };
+                            for (&v, w) in x.iter().zip(&panel[..kn]) {
+                                if v != 0.0 {
+                                    for (a, &wt) in row[..cols].iter_mut().zip(&w[..cols]) {
+                                        *a = if FMA { fused(v, wt, *a) } else { *a + v * wt };
+                                    }
+                                }
                             }
                         }
                     }
