@@ -124,3 +124,38 @@ fn bad_arenas_and_inputs_get_distinct_errors() {
         assert!(!e.to_string().is_empty());
     }
 }
+
+#[test]
+fn every_kernel_build_agrees_on_a_real_convnet() {
+    // The embedded example's int8 ConvNet4 (64 and 128 channels: full 64-wide tiles, the pixel-blocked
+    // AVX-512 sweep) on its digit and shifted, dimmed copies of it.
+    let model = Model::from_bytes(include_bytes!("../examples/embedded/convnet4-int8.kiln")).unwrap();
+    let digit: &[u8; 784] = include_bytes!("../examples/embedded/digit-7.bin");
+    let n = 9;
+    let mut pixels = vec![0u8; n * 784];
+    for (k, image) in pixels.chunks_mut(784).enumerate() {
+        for (i, p) in image.iter_mut().enumerate() {
+            let (y, x) = (i / 28, i % 28);
+            let (sy, sx) = (y as i64 + k as i64 / 3 - 1, x as i64 + k as i64 % 3 - 1);
+            if (0..28).contains(&sy) && (0..28).contains(&sx) {
+                *p = (digit[(sy * 28 + sx) as usize] as usize * (10 - k) / 10) as u8;
+            }
+        }
+    }
+    let mut results = Vec::new();
+    for isa in Isa::ALL.into_iter().filter(|isa| isa.is_available()) {
+        let mut memory = arena(model.arena_size(n));
+        let mut session = Session::new(&model, &mut bytemuck::cast_slice_mut(&mut memory)[..], n).unwrap();
+        session.set_isa(isa);
+        let out = session.run_pixels(&pixels, n).unwrap();
+        results.push((isa, (0..n).map(|i| out.class(i)).collect::<Vec<_>>(), out.logits.to_vec()));
+    }
+    let (_, classes, logits) = &results[0];
+    assert!(classes.iter().filter(|&&c| c == 7).count() >= 7, "{classes:?}");
+    for (isa, c, l) in &results[1..] {
+        assert_eq!(c, classes, "{isa:?}");
+        for (x, y) in l.iter().zip(logits) {
+            assert!((x - y).abs() <= 1e-4 * y.abs().max(1.0), "{isa:?}: {x} vs {y}");
+        }
+    }
+}

@@ -24,8 +24,8 @@ pub struct BenchInferArgs {
     /// Timed batches per thread.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
     pub batches: u32,
-    /// Kernel build: best (what this CPU runs fastest), portable, or avx2+fma.
-    #[arg(long, default_value = "best", value_parser = ["best", "portable", "avx2+fma"])]
+    /// Kernel build: best (what this CPU runs fastest), portable, avx2+fma or avx512.
+    #[arg(long, default_value = "best", value_parser = ["best", "portable", "avx2+fma", "avx512"])]
     pub isa: String,
 }
 
@@ -33,6 +33,7 @@ fn isa(name: &str) -> Result<Isa> {
     let isa = match name {
         "portable" => Isa::Portable,
         "avx2+fma" => Isa::Avx2Fma,
+        "avx512" => Isa::Avx512,
         _ => Isa::best(),
     };
     if !isa.is_available() {

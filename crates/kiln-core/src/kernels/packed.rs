@@ -77,9 +77,13 @@ fn dispatch(
     cout: usize,
     output: &mut [f32],
 ) {
-    if isa == Isa::Avx2Fma && isa.is_available() {
+    #[cfg(all(feature = "std", target_arch = "x86_64", not(all(target_feature = "avx2", target_feature = "fma"))))]
+    if isa == Isa::Avx512 && isa.is_available() {
+        return x86::implicit_gemm_avx512(input, pixels, taps, cin, source, weights, bias, cout, output);
+    }
+    if matches!(isa, Isa::Avx2Fma | Isa::Avx512) && Isa::Avx2Fma.is_available() {
         #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
-        return implicit_gemm::<true>(input, pixels, taps, cin, source, weights, bias, cout, output);
+        return implicit_gemm::<true, 1>(input, pixels, taps, cin, source, weights, bias, cout, output);
         #[cfg(all(
             feature = "std",
             target_arch = "x86_64",
@@ -88,7 +92,7 @@ fn dispatch(
         return x86::implicit_gemm_avx2_fma(input, pixels, taps, cin, source, weights, bias, cout, output);
     }
     #[allow(unreachable_code)]
-    implicit_gemm::<false>(input, pixels, taps, cin, source, weights, bias, cout, output)
+    implicit_gemm::<false, 1>(input, pixels, taps, cin, source, weights, bias, cout, output)
 }
 
 #[cfg(all(feature = "std", target_arch = "x86_64", not(all(target_feature = "avx2", target_feature = "fma"))))]
@@ -122,10 +126,43 @@ mod x86 {
             cout: usize,
             output: &mut [f32],
         ) {
-            implicit_gemm::<true>(input, pixels, taps, cin, source, weights, bias, cout, output)
+            implicit_gemm::<true, 1>(input, pixels, taps, cin, source, weights, bias, cout, output)
         }
         // SAFETY: the only requirement of a `target_feature` function is that the CPU supports the
         // features, and the caller checked both with `is_x86_feature_detected!`.
+        unsafe { inner(input, pixels, taps, cin, source, weights, bias, cout, output) }
+    }
+
+    /// With AVX-512's 32 registers, four pixels' rows (16 registers) stay in registers together, so each
+    /// weight load feeds four multiply-adds.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn implicit_gemm_avx512(
+        input: &[f32],
+        pixels: usize,
+        taps: usize,
+        cin: usize,
+        source: impl Fn(usize, usize) -> Option<usize>,
+        weights: &Values<'_>,
+        bias: &Values<'_>,
+        cout: usize,
+        output: &mut [f32],
+    ) {
+        #[target_feature(enable = "avx2,fma,avx512f,avx512vl")]
+        #[allow(clippy::too_many_arguments)]
+        fn inner(
+            input: &[f32],
+            pixels: usize,
+            taps: usize,
+            cin: usize,
+            source: impl Fn(usize, usize) -> Option<usize>,
+            weights: &Values<'_>,
+            bias: &Values<'_>,
+            cout: usize,
+            output: &mut [f32],
+        ) {
+            implicit_gemm::<true, 4>(input, pixels, taps, cin, source, weights, bias, cout, output)
+        }
+        // SAFETY: as above; the caller checked AVX-512F, AVX-512VL, AVX2 and FMA at run time.
         unsafe { inner(input, pixels, taps, cin, source, weights, bias, cout, output) }
     }
 }
@@ -135,7 +172,7 @@ mod x86 {
 /// the CPU has FMA instructions; elsewhere `mul_add` would be a slow library call).
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn implicit_gemm<const FMA: bool>(
+fn implicit_gemm<const FMA: bool, const PIX: usize>(
     input: &[f32],
     pixels: usize,
     taps: usize,
@@ -172,8 +209,35 @@ fn implicit_gemm<const FMA: bool>(
                     for (j, run) in panel[..kn].iter_mut().enumerate() {
                         weights.decode((tap * cin + k0 + j) * cout + c0, &mut run[..cols]);
                     }
-                    for (row, start) in acc[..rows].iter_mut().zip(&starts) {
-                        let Some(start) = *start else { continue };
+                    let mut t = 0;
+                    while t < rows {
+                        // PIX pixels at once share each weight load, when all of them read real input.
+                        let group = PIX > 1
+                            && cols == TILE_COLS
+                            && t + PIX <= rows
+                            && starts[t..t + PIX].iter().all(Option::is_some);
+                        if group {
+                            let xs: [&[f32]; PIX] = core::array::from_fn(|p| {
+                                let start = starts[t + p].unwrap_or(0);
+                                &input[start + k0..start + k0 + kn]
+                            });
+                            let mut r: [[f32; TILE_COLS]; PIX] = core::array::from_fn(|p| acc[t + p]);
+                            for (j, w) in panel[..kn].iter().enumerate() {
+                                let v: [f32; PIX] = core::array::from_fn(|p| xs[p][j]);
+                                if v.iter().all(|&x| x == 0.0) {
+                                    continue;
+                                }
+                                for (rp, &vp) in r.iter_mut().zip(&v) {
+                                    axpy::<FMA, TILE_COLS>(rp, vp, w);
+                                }
+                            }
+                            acc[t..t + PIX].copy_from_slice(&r);
+                            t += PIX;
+                            continue;
+                        }
+                        let (row, start) = (&mut acc[t], starts[t]);
+                        t += 1;
+                        let Some(start) = start else { continue };
                         let x = &input[start + k0..start + k0 + kn];
                         if cols == TILE_COLS {
                             // A fixed length lets the compiler keep the row in registers across the sweep.
