@@ -10,7 +10,7 @@ use std::cell::RefCell;
 use std::ffi::{CString, c_char};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use kiln_core::{Model, RunError, Session, SessionError};
+use kiln_core::{Model, Output, RunError, Session, SessionError};
 
 /// What a call did. `KILN_STATUS_OK` is 0; every other value comes with a message from `kiln_last_error`.
 #[repr(C)]
@@ -202,6 +202,48 @@ fn run_status(e: RunError) -> KilnStatus {
     }
 }
 
+/// The shared body of `kiln_run` and `kiln_run_pixels`: checks, runs, copies the probabilities out.
+///
+/// # Safety
+/// As for `kiln_run`, with `input` pointing to `input_len` values of `T`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn run_with<T>(
+    name: &str,
+    session: *mut KilnSession,
+    input: *const T,
+    input_len: usize,
+    batch: usize,
+    probabilities: *mut f32,
+    probabilities_len: usize,
+    run: for<'s> fn(&'s mut Session<'static>, &[T], usize) -> Result<Output<'s>, RunError>,
+) -> KilnStatus {
+    guarded(|| {
+        if session.is_null() || input.is_null() || probabilities.is_null() {
+            return fail(KilnStatus::NullPointer, format!("{name}: session, input and probabilities must not be NULL"));
+        }
+        // SAFETY: pointers and lengths per the contract.
+        let (session, input, out) = unsafe {
+            (
+                &mut *session,
+                std::slice::from_raw_parts(input, input_len),
+                std::slice::from_raw_parts_mut(probabilities, probabilities_len),
+            )
+        };
+        let needed = batch.saturating_mul(session.classes);
+        if out.len() < needed {
+            let message = format!("{name}: probabilities holds {} values, {batch} images need {needed}", out.len());
+            return fail(KilnStatus::BufferTooSmall, message);
+        }
+        match run(&mut session.session, input, batch) {
+            Ok(result) => {
+                out[..result.probabilities.len()].copy_from_slice(result.probabilities);
+                KilnStatus::Ok
+            }
+            Err(e) => run_status(e),
+        }
+    })
+}
+
 /// Classifies `batch` images of normalised f32 values (`input_len` = batch × `kiln_input_len`) and writes
 /// batch × classes probabilities to `probabilities` (`probabilities_len` values available).
 ///
@@ -217,37 +259,8 @@ pub unsafe extern "C" fn kiln_run(
     probabilities: *mut f32,
     probabilities_len: usize,
 ) -> KilnStatus {
-    guarded(|| {
-        if session.is_null() || input.is_null() || probabilities.is_null() {
-            return fail(KilnStatus::NullPointer, "kiln_run: session, input and probabilities must not be NULL");
-        }
-        // SAFETY: pointers and lengths per the contract.
-        let (session, input, out) = unsafe {
-            (
-                &mut *session,
-                std::slice::from_raw_parts(input, input_len),
-                std::slice::from_raw_parts_mut(probabilities, probabilities_len),
-            )
-        };
-        let classes = session.classes;
-        if out.len() < batch.saturating_mul(classes) {
-            return fail(
-                KilnStatus::BufferTooSmall,
-                format!(
-                    "probabilities holds {} values, {batch} images need {}",
-                    out.len(),
-                    batch.saturating_mul(classes)
-                ),
-            );
-        }
-        match session.session.run(input, batch) {
-            Ok(result) => {
-                out[..result.probabilities.len()].copy_from_slice(result.probabilities);
-                KilnStatus::Ok
-            }
-            Err(e) => run_status(e),
-        }
-    })
+    // SAFETY: the caller's contract is run_with's.
+    unsafe { run_with("kiln_run", session, input, input_len, batch, probabilities, probabilities_len, Session::run) }
 }
 
 /// As `kiln_run`, for 8-bit pixels normalised the way the model's metadata says.
@@ -263,38 +276,17 @@ pub unsafe extern "C" fn kiln_run_pixels(
     probabilities: *mut f32,
     probabilities_len: usize,
 ) -> KilnStatus {
-    guarded(|| {
-        if session.is_null() || pixels.is_null() || probabilities.is_null() {
-            return fail(
-                KilnStatus::NullPointer,
-                "kiln_run_pixels: session, pixels and probabilities must not be NULL",
-            );
-        }
-        // SAFETY: pointers and lengths per the contract.
-        let (session, pixels, out) = unsafe {
-            (
-                &mut *session,
-                std::slice::from_raw_parts(pixels, pixels_len),
-                std::slice::from_raw_parts_mut(probabilities, probabilities_len),
-            )
-        };
-        let classes = session.classes;
-        if out.len() < batch.saturating_mul(classes) {
-            return fail(
-                KilnStatus::BufferTooSmall,
-                format!(
-                    "probabilities holds {} values, {batch} images need {}",
-                    out.len(),
-                    batch.saturating_mul(classes)
-                ),
-            );
-        }
-        match session.session.run_pixels(pixels, batch) {
-            Ok(result) => {
-                out[..result.probabilities.len()].copy_from_slice(result.probabilities);
-                KilnStatus::Ok
-            }
-            Err(e) => run_status(e),
-        }
-    })
+    // SAFETY: the caller's contract is run_with's.
+    unsafe {
+        run_with(
+            "kiln_run_pixels",
+            session,
+            pixels,
+            pixels_len,
+            batch,
+            probabilities,
+            probabilities_len,
+            Session::run_pixels,
+        )
+    }
 }
