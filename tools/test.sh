@@ -26,6 +26,8 @@ fi
 
 echo "== kiln-core builds for wasm32 and bare-metal Arm (no_std, no alloc)"
 cargo build -p kiln-core --target wasm32-unknown-unknown --release
+# The browser's CPU path: the same kernels vectorized for wasm simd128.
+RUSTFLAGS="-C target-feature=+simd128" cargo build -p kiln-core --target wasm32-unknown-unknown --release
 cargo build -p kiln-core --target thumbv7em-none-eabihf --release
 cargo build -p kiln-core --target thumbv7em-none-eabihf --release --features serde
 
