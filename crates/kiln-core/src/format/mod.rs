@@ -66,6 +66,11 @@ pub fn checksum(bytes: &[u8]) -> u32 {
     hasher.finalize()
 }
 
+/// Section `kind` is `got` bytes, its contents need `needed`.
+fn section_too_short(kind: u32, needed: usize, got: usize) -> FormatError {
+    FormatError::SectionTooShort { kind, needed: needed as u64, got: got as u64 }
+}
+
 fn u16_at(b: &[u8], at: usize) -> u16 {
     u16::from_le_bytes([b[at], b[at + 1]])
 }
@@ -204,11 +209,7 @@ impl<'a> Model<'a> {
     }
 
     fn parse_graph(&mut self, graph: &'a [u8]) -> Result<(), FormatError> {
-        let too_short = |needed: usize| FormatError::SectionTooShort {
-            kind: SECTION_GRAPH,
-            needed: needed as u64,
-            got: graph.len() as u64,
-        };
+        let too_short = |needed: usize| section_too_short(SECTION_GRAPH, needed, graph.len());
         if graph.len() < 8 {
             return Err(too_short(8));
         }
@@ -419,11 +420,7 @@ fn check_header(bytes: &[u8]) -> Result<[Section; MAX_SECTIONS], FormatError> {
 }
 
 fn parse_meta(meta: &[u8]) -> Result<Metadata<'_>, FormatError> {
-    let too_short = |needed: usize| FormatError::SectionTooShort {
-        kind: SECTION_META,
-        needed: needed as u64,
-        got: meta.len() as u64,
-    };
+    let too_short = |needed: usize| section_too_short(SECTION_META, needed, meta.len());
     if meta.len() < META_FIXED_LEN {
         return Err(too_short(META_FIXED_LEN));
     }
@@ -507,11 +504,7 @@ fn tensor_entry<'a>(file: &'a [u8], e: &'a [u8]) -> TensorView<'a> {
 }
 
 fn parse_tensor_table<'a>(file: &'a [u8], table: &'a [u8], data: Section) -> Result<(&'a [u8], usize), FormatError> {
-    let too_short = |needed: usize| FormatError::SectionTooShort {
-        kind: SECTION_TENSORS,
-        needed: needed as u64,
-        got: table.len() as u64,
-    };
+    let too_short = |needed: usize| section_too_short(SECTION_TENSORS, needed, table.len());
     if table.len() < 8 {
         return Err(too_short(8));
     }

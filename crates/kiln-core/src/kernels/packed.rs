@@ -39,7 +39,7 @@ pub fn conv2d_3x3_same_packed(
         let ix = (x + tap % 3).checked_sub(1).filter(|&ix| ix < w)?;
         Some(((image * h + iy) * w + ix) * cin)
     };
-    dispatch(isa, input, n * h * w, 9, cin, source, weights, bias, cout, output);
+    dispatch(isa, &Gemm { input, pixels: n * h * w, taps: 9, cin, source, weights, bias, cout }, output);
     Ok(())
 }
 
@@ -58,41 +58,43 @@ pub fn dense_packed(
 ) -> Result<(), LengthError> {
     check("input", input.len(), n * cin)?;
     check("output", output.len(), n * cout)?;
-    dispatch(isa, input, n, 1, cin, |row, _| Some(row * cin), weights, bias, cout, output);
+    let source = |row: usize, _| Some(row * cin);
+    dispatch(isa, &Gemm { input, pixels: n, taps: 1, cin, source, weights, bias, cout }, output);
     Ok(())
 }
 
-/// Runs [`implicit_gemm`] compiled for `isa`, or the portable build if this CPU lacks it.
-#[allow(clippy::too_many_arguments)]
-#[inline]
-fn dispatch(
-    isa: Isa,
-    input: &[f32],
+/// One implicit GEMM: `output[p, o] = bias[o] + Σ_tap Σ_c input[source(p, tap) + c] · weights[(tap·cin + c)·cout + o]`,
+/// where a tap whose `source` is `None` reads zeros.
+struct Gemm<'a, S> {
+    input: &'a [f32],
     pixels: usize,
     taps: usize,
     cin: usize,
-    source: impl Fn(usize, usize) -> Option<usize>,
-    weights: &Values<'_>,
-    bias: &Values<'_>,
+    source: S,
+    weights: &'a Values<'a>,
+    bias: &'a Values<'a>,
     cout: usize,
-    output: &mut [f32],
-) {
+}
+
+/// Runs [`implicit_gemm`] compiled for `isa`, or the portable build if this CPU lacks it.
+#[inline]
+fn dispatch<S: Fn(usize, usize) -> Option<usize>>(isa: Isa, g: &Gemm<'_, S>, output: &mut [f32]) {
     #[cfg(all(feature = "std", target_arch = "x86_64", not(all(target_feature = "avx2", target_feature = "fma"))))]
     if isa == Isa::Avx512 && isa.is_available() {
-        return x86::implicit_gemm_avx512(input, pixels, taps, cin, source, weights, bias, cout, output);
+        return x86::implicit_gemm_avx512(g, output);
     }
     if matches!(isa, Isa::Avx2Fma | Isa::Avx512) && Isa::Avx2Fma.is_available() {
         #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
-        return implicit_gemm::<true, 1>(input, pixels, taps, cin, source, weights, bias, cout, output);
+        return implicit_gemm::<true, 1, S>(g, output);
         #[cfg(all(
             feature = "std",
             target_arch = "x86_64",
             not(all(target_feature = "avx2", target_feature = "fma"))
         ))]
-        return x86::implicit_gemm_avx2_fma(input, pixels, taps, cin, source, weights, bias, cout, output);
+        return x86::implicit_gemm_avx2_fma(g, output);
     }
     #[allow(unreachable_code)]
-    implicit_gemm::<false, 1>(input, pixels, taps, cin, source, weights, bias, cout, output)
+    implicit_gemm::<false, 1, S>(g, output)
 }
 
 #[cfg(all(feature = "std", target_arch = "x86_64", not(all(target_feature = "avx2", target_feature = "fma"))))]
@@ -101,88 +103,37 @@ mod x86 {
     use super::*;
 
     /// The same loops compiled with AVX2 and FMA enabled.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn implicit_gemm_avx2_fma(
-        input: &[f32],
-        pixels: usize,
-        taps: usize,
-        cin: usize,
-        source: impl Fn(usize, usize) -> Option<usize>,
-        weights: &Values<'_>,
-        bias: &Values<'_>,
-        cout: usize,
-        output: &mut [f32],
-    ) {
+    pub(super) fn implicit_gemm_avx2_fma<S: Fn(usize, usize) -> Option<usize>>(g: &Gemm<'_, S>, output: &mut [f32]) {
         #[target_feature(enable = "avx2,fma")]
-        #[allow(clippy::too_many_arguments)]
-        fn inner(
-            input: &[f32],
-            pixels: usize,
-            taps: usize,
-            cin: usize,
-            source: impl Fn(usize, usize) -> Option<usize>,
-            weights: &Values<'_>,
-            bias: &Values<'_>,
-            cout: usize,
-            output: &mut [f32],
-        ) {
-            implicit_gemm::<true, 1>(input, pixels, taps, cin, source, weights, bias, cout, output)
+        fn inner<S: Fn(usize, usize) -> Option<usize>>(g: &Gemm<'_, S>, output: &mut [f32]) {
+            implicit_gemm::<true, 1, S>(g, output)
         }
         // SAFETY: the only requirement of a `target_feature` function is that the CPU supports the
         // features, and the caller checked both with `is_x86_feature_detected!`.
-        unsafe { inner(input, pixels, taps, cin, source, weights, bias, cout, output) }
+        unsafe { inner(g, output) }
     }
 
     /// With AVX-512's 32 registers, four pixels' rows (16 registers) stay in registers together, so each
     /// weight load feeds four multiply-adds.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn implicit_gemm_avx512(
-        input: &[f32],
-        pixels: usize,
-        taps: usize,
-        cin: usize,
-        source: impl Fn(usize, usize) -> Option<usize>,
-        weights: &Values<'_>,
-        bias: &Values<'_>,
-        cout: usize,
-        output: &mut [f32],
-    ) {
+    pub(super) fn implicit_gemm_avx512<S: Fn(usize, usize) -> Option<usize>>(g: &Gemm<'_, S>, output: &mut [f32]) {
         #[target_feature(enable = "avx2,fma,avx512f,avx512vl")]
-        #[allow(clippy::too_many_arguments)]
-        fn inner(
-            input: &[f32],
-            pixels: usize,
-            taps: usize,
-            cin: usize,
-            source: impl Fn(usize, usize) -> Option<usize>,
-            weights: &Values<'_>,
-            bias: &Values<'_>,
-            cout: usize,
-            output: &mut [f32],
-        ) {
-            implicit_gemm::<true, 4>(input, pixels, taps, cin, source, weights, bias, cout, output)
+        fn inner<S: Fn(usize, usize) -> Option<usize>>(g: &Gemm<'_, S>, output: &mut [f32]) {
+            implicit_gemm::<true, 4, S>(g, output)
         }
         // SAFETY: as above; the caller checked AVX-512F, AVX-512VL, AVX2 and FMA at run time.
-        unsafe { inner(input, pixels, taps, cin, source, weights, bias, cout, output) }
+        unsafe { inner(g, output) }
     }
 }
 
-/// `output[p, o] = bias[o] + Σ_tap Σ_c input[source(p, tap) + c] · weights[(tap·cin + c)·cout + o]`,
-/// where a tap whose `source` is `None` reads zeros. `FMA` fuses each multiply-add (only worth it where
-/// the CPU has FMA instructions; elsewhere `mul_add` would be a slow library call).
-#[allow(clippy::too_many_arguments)]
+/// Computes `g` (see [`Gemm`]) into `output`. `FMA` fuses each multiply-add (only worth it where the CPU
+/// has FMA instructions; elsewhere `mul_add` would be a slow library call); `PIX` pixels share each weight
+/// load where their rows fit in registers together.
 #[inline(always)]
-fn implicit_gemm<const FMA: bool, const PIX: usize>(
-    input: &[f32],
-    pixels: usize,
-    taps: usize,
-    cin: usize,
-    source: impl Fn(usize, usize) -> Option<usize>,
-    weights: &Values<'_>,
-    bias: &Values<'_>,
-    cout: usize,
+fn implicit_gemm<const FMA: bool, const PIX: usize, S: Fn(usize, usize) -> Option<usize>>(
+    g: &Gemm<'_, S>,
     output: &mut [f32],
 ) {
+    let Gemm { input, pixels, taps, cin, ref source, weights, bias, cout } = *g;
     let mut bias_run = [0.0f32; TILE_COLS];
     // Weight rows decoded once per tile, then swept once per pixel with that pixel's accumulators held in
     // registers (a load per multiply-add, no store), instead of a load and a store per multiply-add.
