@@ -136,10 +136,28 @@ fn f16_at(bytes: &[u8], index: usize) -> f32 {
     half::f16::from_bits(u16::from_le_bytes([bytes[2 * index], bytes[2 * index + 1]])).to_f32()
 }
 
-impl Values<'_> {
+impl<'a> Values<'a> {
+    /// f32 values from little-endian bytes, for kernel tests that need no file around them.
+    #[cfg(test)]
+    pub(crate) fn f32_le(data: &'a [u8], channels: usize) -> Values<'a> {
+        Values { dtype: DType::F32, data, scales: &[], channels, block: 0 }
+    }
+
+    /// The values themselves, when they are f32 and this machine can read them in place (little-endian,
+    /// and the file's bytes 4-aligned in memory, which the format's 256-byte alignment makes the rule).
+    #[inline]
+    pub fn as_f32(&self) -> Option<&[f32]> {
+        if cfg!(target_endian = "little") && self.dtype == DType::F32 {
+            bytemuck::try_cast_slice(self.data).ok()
+        } else {
+            None
+        }
+    }
+
     /// Writes values `start .. start + out.len()` (flat, row-major) into `out`.
     ///
     /// Panics only if the range passes the tensor's end, which the kernels' length checks rule out.
+    #[inline(always)]
     pub fn decode(&self, start: usize, out: &mut [f32]) {
         match self.dtype {
             DType::F32 => {
@@ -185,6 +203,7 @@ impl Values<'_> {
     /// Block dtypes: `per_byte` values per byte; `unpack(byte, values, scale)` writes one byte's values.
     /// Whole bytes inside one block (all of a kernel's runs: they start at multiples of 64 in rows whose
     /// length is a multiple of 4) go through `unpack`; ragged edges decode value by value.
+    #[inline(always)]
     fn decode_blocked(&self, start: usize, out: &mut [f32], per_byte: usize, unpack: impl Fn(u8, &mut [f32], f32)) {
         let mut done = 0;
         let mut one = [0.0f32; 4];

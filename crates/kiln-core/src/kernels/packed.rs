@@ -8,12 +8,15 @@
 use super::{Isa, LengthError, check};
 use crate::format::Values;
 
-/// Output pixels per tile: enough reuse of each decoded weight run to hide the decoding.
+/// Output pixels per tile, whose output rows serve as the accumulators while the tile's panels pass.
 const TILE_PIXELS: usize = 64;
-/// Output channels per tile: 32 × 64 accumulators (8 KiB) stay in L1.
+/// Output channels swept at a time: a pixel's 64 accumulators are four AVX-512 registers.
 const TILE_COLS: usize = 64;
-/// Weight rows decoded at a time: a 16 KiB panel (64 rows × 64 channels) that stays in L1.
-const PANEL_ROWS: usize = 64;
+/// Decoded weights per panel: 16 KiB, which stays in L1 while every pixel of the tile sweeps it.
+const PANEL_VALUES: usize = 4096;
+/// Output channels per panel row: at most 512, so a panel holds at least 8 rows, and a pixel group's
+/// accumulators are loaded and stored once per 8 or more multiply-adds each.
+const PANEL_WIDTH: usize = 512;
 
 /// 3x3 convolution, stride 1, SAME padding, plus bias, with weights `[3,3,cin,cout]` and bias `[cout]`
 /// given as decoders. `input` `[n,h,w,cin]`, `output` `[n,h,w,cout]`.
@@ -76,25 +79,25 @@ struct Gemm<'a, S> {
     cout: usize,
 }
 
-/// Runs [`implicit_gemm`] compiled for `isa`, or the portable build if this CPU lacks it.
+/// Runs [`gemm`] compiled for `isa`, or the portable build if this CPU lacks it.
 #[inline]
 fn dispatch<S: Fn(usize, usize) -> Option<usize>>(isa: Isa, g: &Gemm<'_, S>, output: &mut [f32]) {
     #[cfg(all(feature = "std", target_arch = "x86_64", not(all(target_feature = "avx2", target_feature = "fma"))))]
     if isa == Isa::Avx512 && isa.is_available() {
-        return x86::implicit_gemm_avx512(g, output);
+        return x86::gemm_avx512(g, output);
     }
     if matches!(isa, Isa::Avx2Fma | Isa::Avx512) && Isa::Avx2Fma.is_available() {
         #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
-        return implicit_gemm::<true, 1, S>(g, output);
+        return gemm::<true, 1, S, Portable<true>>(g, output);
         #[cfg(all(
             feature = "std",
             target_arch = "x86_64",
             not(all(target_feature = "avx2", target_feature = "fma"))
         ))]
-        return x86::implicit_gemm_avx2_fma(g, output);
+        return x86::gemm_avx2_fma(g, output);
     }
     #[allow(unreachable_code)]
-    implicit_gemm::<false, 1, S>(g, output)
+    gemm::<false, 1, S, Portable<false>>(g, output)
 }
 
 #[cfg(all(feature = "std", target_arch = "x86_64", not(all(target_feature = "avx2", target_feature = "fma"))))]
@@ -103,49 +106,191 @@ mod x86 {
     use super::*;
 
     /// The same loops compiled with AVX2 and FMA enabled.
-    pub(super) fn implicit_gemm_avx2_fma<S: Fn(usize, usize) -> Option<usize>>(g: &Gemm<'_, S>, output: &mut [f32]) {
+    pub(super) fn gemm_avx2_fma<S: Fn(usize, usize) -> Option<usize>>(g: &Gemm<'_, S>, output: &mut [f32]) {
         #[target_feature(enable = "avx2,fma")]
         fn inner<S: Fn(usize, usize) -> Option<usize>>(g: &Gemm<'_, S>, output: &mut [f32]) {
-            implicit_gemm::<true, 1, S>(g, output)
+            gemm::<true, 1, S, Portable<true>>(g, output)
         }
         // SAFETY: the only requirement of a `target_feature` function is that the CPU supports the
         // features, and the caller checked both with `is_x86_feature_detected!`.
         unsafe { inner(g, output) }
     }
 
-    /// With AVX-512's 32 registers, four pixels' rows (16 registers) stay in registers together, so each
-    /// weight load feeds four multiply-adds.
-    pub(super) fn implicit_gemm_avx512<S: Fn(usize, usize) -> Option<usize>>(g: &Gemm<'_, S>, output: &mut [f32]) {
+    /// With AVX-512's 32 registers, four pixels' accumulators (16 registers) stay in registers together,
+    /// so each weight load feeds four multiply-adds.
+    pub(super) fn gemm_avx512<S: Fn(usize, usize) -> Option<usize>>(g: &Gemm<'_, S>, output: &mut [f32]) {
         #[target_feature(enable = "avx2,fma,avx512f,avx512vl")]
         fn inner<S: Fn(usize, usize) -> Option<usize>>(g: &Gemm<'_, S>, output: &mut [f32]) {
-            implicit_gemm::<true, 4, S>(g, output)
+            gemm::<true, 4, S, Avx512>(g, output)
         }
         // SAFETY: as above; the caller checked AVX-512F, AVX-512VL, AVX2 and FMA at run time.
         unsafe { inner(g, output) }
     }
+
+    /// Written with intrinsics because the compiler, left to itself, reloads each weight vector once per
+    /// pixel (as a memory operand), which makes the loop load-bound; here each of the four weight vectors
+    /// of a row is loaded once and feeds `PIX` pixels.
+    pub(super) enum Avx512 {}
+
+    impl<const PIX: usize> Micro<PIX> for Avx512 {
+        #[inline(always)]
+        fn group(xs: [&[f32]; PIX], panel: Panel<'_>, c: usize, acc: &mut [[f32; TILE_COLS]; PIX]) {
+            use core::arch::x86_64::*;
+            const LANES: usize = 16;
+            const VECS: usize = TILE_COLS / LANES;
+            let Panel { values, stride, rows } = panel;
+            // Every read below is inside these bounds.
+            assert!(rows == 0 || (rows - 1) * stride + c + TILE_COLS <= values.len());
+            assert!(xs.iter().all(|x| x.len() >= rows));
+            #[target_feature(enable = "avx512f")]
+            unsafe fn sweep<const PIX: usize>(
+                xs: &[*const f32; PIX],
+                w: *const f32,
+                stride: usize,
+                rows: usize,
+                acc: &mut [[f32; TILE_COLS]; PIX],
+            ) {
+                // SAFETY (all pointer reads): the caller checked that row `rows - 1` of the panel has
+                // TILE_COLS values from `w` and that every `xs[p]` has `rows` values.
+                unsafe {
+                    let mut r: [[__m512; VECS]; PIX] = core::array::from_fn(|p| {
+                        core::array::from_fn(|v| _mm512_loadu_ps(acc[p][v * LANES..].as_ptr()))
+                    });
+                    for j in 0..rows {
+                        let row = w.add(j * stride);
+                        let wv: [__m512; VECS] = core::array::from_fn(|v| _mm512_loadu_ps(row.add(v * LANES)));
+                        for p in 0..PIX {
+                            let x = _mm512_set1_ps(*xs[p].add(j));
+                            for v in 0..VECS {
+                                r[p][v] = _mm512_fmadd_ps(x, wv[v], r[p][v]);
+                            }
+                        }
+                    }
+                    for p in 0..PIX {
+                        for v in 0..VECS {
+                            _mm512_storeu_ps(acc[p][v * LANES..].as_mut_ptr(), r[p][v]);
+                        }
+                    }
+                }
+            }
+            let xs = xs.map(|x| x.as_ptr());
+            // SAFETY: bounds checked above; AVX-512F was detected before this build was chosen.
+            unsafe { sweep::<PIX>(&xs, values[c..].as_ptr(), stride, rows, acc) }
+        }
+    }
 }
 
-/// Computes `g` (see [`Gemm`]) into `output`. `FMA` fuses each multiply-add (only worth it where the CPU
-/// has FMA instructions; elsewhere `mul_add` would be a slow library call); `PIX` pixels share each weight
-/// load where their rows fit in registers together.
+/// Matrix–vector products (a dense layer on fewer than [`GEMV_MAX_ROWS`] rows) stream each weight row
+/// once, contiguously, instead of decoding strided panels that only one row would use.
+const GEMV_MAX_ROWS: usize = 4;
+/// Output values a matrix–vector product accumulates at once: 4 KiB of accumulators in L1.
+const GEMV_COLS: usize = 1024;
+/// Weight values a matrix–vector product decodes at a time.
+const GEMV_RUN: usize = 256;
+
+/// Computes `g` (see [`Gemm`]) into `output` with the loop order that suits its shape.
 #[inline(always)]
-fn implicit_gemm<const FMA: bool, const PIX: usize, S: Fn(usize, usize) -> Option<usize>>(
+fn gemm<const FMA: bool, const PIX: usize, S: Fn(usize, usize) -> Option<usize>, M: Micro<PIX>>(
+    g: &Gemm<'_, S>,
+    output: &mut [f32],
+) {
+    if g.taps == 1 && g.pixels < GEMV_MAX_ROWS {
+        gemv::<FMA, S>(g, output)
+    } else {
+        implicit_gemm::<FMA, PIX, S, M>(g, output)
+    }
+}
+
+/// Weight rows for a run of output channels: row `j` starts at `values[j * stride]`.
+#[derive(Clone, Copy)]
+struct Panel<'a> {
+    values: &'a [f32],
+    stride: usize,
+    rows: usize,
+}
+
+/// The innermost step: `acc[p] += Σ_j xs[p][j] · panel row j` over [`TILE_COLS`] channels from `c`, for
+/// `PIX` pixels at once.
+trait Micro<const PIX: usize> {
+    fn group(xs: [&[f32]; PIX], panel: Panel<'_>, c: usize, acc: &mut [[f32; TILE_COLS]; PIX]);
+}
+
+/// Plain loops the compiler vectorizes for whatever the target has.
+enum Portable<const FMA: bool> {}
+
+impl<const PIX: usize, const FMA: bool> Micro<PIX> for Portable<FMA> {
+    #[inline(always)]
+    fn group(xs: [&[f32]; PIX], panel: Panel<'_>, c: usize, acc: &mut [[f32; TILE_COLS]; PIX]) {
+        let mut r = *acc;
+        for j in 0..panel.rows {
+            let w = tile(&panel.values[j * panel.stride + c..]);
+            for (rp, xp) in r.iter_mut().zip(&xs) {
+                axpy::<FMA, TILE_COLS>(rp, xp[j], w);
+            }
+        }
+        *acc = r;
+    }
+}
+
+/// One row at a time: `output[p] = bias + Σ_k input[p,k] · weights[k, ..]`, each weight row decoded in
+/// contiguous runs and skipped entirely where the input is zero (ReLU outputs often are).
+#[inline(always)]
+fn gemv<const FMA: bool, S: Fn(usize, usize) -> Option<usize>>(g: &Gemm<'_, S>, output: &mut [f32]) {
+    let Gemm { input, pixels, cin, ref source, weights, bias, cout, .. } = *g;
+    let mut acc = [0.0f32; GEMV_COLS];
+    let mut run = [0.0f32; GEMV_RUN];
+    for p in 0..pixels {
+        let x = source(p, 0).map(|start| &input[start..start + cin]);
+        for c0 in (0..cout).step_by(GEMV_COLS) {
+            let cols = GEMV_COLS.min(cout - c0);
+            bias.decode(c0, &mut acc[..cols]);
+            for (k, &v) in x.into_iter().flatten().enumerate() {
+                if v == 0.0 {
+                    continue;
+                }
+                for s0 in (0..cols).step_by(GEMV_RUN) {
+                    let len = GEMV_RUN.min(cols - s0);
+                    weights.decode(k * cout + c0 + s0, &mut run[..len]);
+                    let out = &mut acc[s0..s0 + len];
+                    if let (Ok(out), Ok(run)) =
+                        (<&mut [f32; GEMV_RUN]>::try_from(&mut *out), <&[f32; GEMV_RUN]>::try_from(&run[..len]))
+                    {
+                        axpy::<FMA, GEMV_RUN>(out, v, run);
+                    } else {
+                        for (a, &w) in out.iter_mut().zip(&run[..len]) {
+                            *a = if FMA { fused(v, w, *a) } else { *a + v * w };
+                        }
+                    }
+                }
+            }
+            output[p * cout + c0..][..cols].copy_from_slice(&acc[..cols]);
+        }
+    }
+}
+
+/// The tiled implicit GEMM. Weight rows `(tap, k)` are consecutive in the file (HWIO), so a panel of
+/// [`PANEL_VALUES`] / `width` whole rows is one contiguous run: decoded in one sequential pass the
+/// prefetcher can follow, then swept [`TILE_COLS`] channels at a time by every `PIX`-pixel group of the
+/// tile, whose accumulators (the output rows themselves) stay in registers across the panel.
+/// `FMA` fuses each multiply-add (only worth it where the CPU has FMA instructions; elsewhere `mul_add`
+/// would be a slow library call).
+#[inline(always)]
+fn implicit_gemm<const FMA: bool, const PIX: usize, S: Fn(usize, usize) -> Option<usize>, M: Micro<PIX>>(
     g: &Gemm<'_, S>,
     output: &mut [f32],
 ) {
     let Gemm { input, pixels, taps, cin, ref source, weights, bias, cout } = *g;
-    let mut bias_run = [0.0f32; TILE_COLS];
-    // Weight rows decoded once per tile, then swept once per pixel with that pixel's accumulators held in
-    // registers (a load per multiply-add, no store), instead of a load and a store per multiply-add.
-    let mut panel = [[0.0f32; TILE_COLS]; PANEL_ROWS];
-    let mut acc = [[0.0f32; TILE_COLS]; TILE_PIXELS];
-    for c0 in (0..cout).step_by(TILE_COLS) {
-        let cols = TILE_COLS.min(cout - c0);
-        bias.decode(c0, &mut bias_run[..cols]);
+    let mut panel = [0.0f32; PANEL_VALUES];
+    let direct = weights.as_f32();
+    // What a tap outside the image reads, so pixels at the border still share the fast path.
+    let zeros = [0.0f32; PANEL_VALUES / TILE_COLS];
+    for w0 in (0..cout).step_by(PANEL_WIDTH) {
+        let width = PANEL_WIDTH.min(cout - w0);
+        let panel_rows = (PANEL_VALUES / width).min(cin);
         for p0 in (0..pixels).step_by(TILE_PIXELS) {
             let rows = TILE_PIXELS.min(pixels - p0);
-            for row in &mut acc[..rows] {
-                row[..cols].copy_from_slice(&bias_run[..cols]);
+            for p in p0..p0 + rows {
+                bias.decode(w0, &mut output[p * cout + w0..][..width]);
             }
             for tap in 0..taps {
                 let mut starts = [None; TILE_PIXELS];
@@ -155,55 +300,62 @@ fn implicit_gemm<const FMA: bool, const PIX: usize, S: Fn(usize, usize) -> Optio
                 if starts[..rows].iter().all(Option::is_none) {
                     continue;
                 }
-                for k0 in (0..cin).step_by(PANEL_ROWS) {
-                    let kn = PANEL_ROWS.min(cin - k0);
-                    for (j, run) in panel[..kn].iter_mut().enumerate() {
-                        weights.decode((tap * cin + k0 + j) * cout + c0, &mut run[..cols]);
-                    }
-                    let mut t = 0;
-                    while t < rows {
-                        // PIX pixels at once share each weight load, when all of them read real input.
-                        let group = PIX > 1
-                            && cols == TILE_COLS
-                            && t + PIX <= rows
-                            && starts[t..t + PIX].iter().all(Option::is_some);
-                        if group {
-                            let xs: [&[f32]; PIX] = core::array::from_fn(|p| {
-                                let start = starts[t + p].unwrap_or(0);
-                                &input[start + k0..start + k0 + kn]
-                            });
-                            let mut r: [[f32; TILE_COLS]; PIX] = core::array::from_fn(|p| acc[t + p]);
-                            for (j, w) in panel[..kn].iter().enumerate() {
-                                let v: [f32; PIX] = core::array::from_fn(|p| xs[p][j]);
-                                if v.iter().all(|&x| x == 0.0) {
-                                    continue;
-                                }
-                                for (rp, &vp) in r.iter_mut().zip(&v) {
-                                    axpy::<FMA, TILE_COLS>(rp, vp, w);
-                                }
+                for k0 in (0..cin).step_by(panel_rows) {
+                    let kn = panel_rows.min(cin - k0);
+                    let first = (tap * cin + k0) * cout + w0;
+                    let rows_span = (kn - 1) * cout + width;
+                    let panel = match direct {
+                        // f32 weights are read in place: no copy.
+                        Some(all) => Panel { values: &all[first..first + rows_span], stride: cout, rows: kn },
+                        // Row by row, though the rows are contiguous: a run inside one row is what the
+                        // decoders' fast paths expect (int8's scales are per output channel).
+                        None => {
+                            for (j, run) in panel[..kn * width].chunks_exact_mut(width).enumerate() {
+                                weights.decode(first + j * cout, run);
                             }
-                            acc[t..t + PIX].copy_from_slice(&r);
-                            t += PIX;
-                            continue;
+                            Panel { values: &panel[..kn * width], stride: width, rows: kn }
                         }
-                        let (row, start) = (&mut acc[t], starts[t]);
-                        t += 1;
-                        let Some(start) = start else { continue };
-                        let x = &input[start + k0..start + k0 + kn];
+                    };
+                    let row = |j: usize| &panel.values[j * panel.stride..];
+                    let row_of = |start: Option<usize>| match start {
+                        Some(start) => &input[start + k0..start + k0 + kn],
+                        None => &zeros[..kn],
+                    };
+                    for c in (0..width).step_by(TILE_COLS) {
+                        let cols = TILE_COLS.min(width - c);
+                        let at = |t: usize| (p0 + t) * cout + w0 + c;
+                        let mut t = 0;
                         if cols == TILE_COLS {
-                            // A fixed length lets the compiler keep the row in registers across the sweep.
-                            let mut r = *row;
-                            for (&v, w) in x.iter().zip(&panel[..kn]) {
-                                // ReLU outputs are mostly zero: skipping them changes no sum.
-                                if v != 0.0 {
-                                    axpy::<FMA, TILE_COLS>(&mut r, v, w);
+                            // PIX pixels share each weight load (a border pixel reads zeros for a tap outside
+                            // the image: cheaper than leaving the fast path). No branch on zero inputs: at
+                            // ReLU's typical sparsity the mispredictions cost more than the skipped work.
+                            while PIX > 1 && t + PIX <= rows {
+                                if starts[t..t + PIX].iter().any(Option::is_some) {
+                                    let xs: [&[f32]; PIX] = core::array::from_fn(|p| row_of(starts[t + p]));
+                                    let mut r: [[f32; TILE_COLS]; PIX] =
+                                        core::array::from_fn(|p| *tile(&output[at(t + p)..]));
+                                    M::group(xs, panel, c, &mut r);
+                                    for (p, rp) in r.iter().enumerate() {
+                                        output[at(t + p)..][..TILE_COLS].copy_from_slice(rp);
+                                    }
                                 }
+                                t += PIX;
                             }
-                            *row = r;
-                        } else {
-                            for (&v, w) in x.iter().zip(&panel[..kn]) {
-                                if v != 0.0 {
-                                    for (a, &wt) in row[..cols].iter_mut().zip(&w[..cols]) {
+                        }
+                        for t in t..rows {
+                            let Some(start) = starts[t] else { continue };
+                            let x = &input[start + k0..start + k0 + kn];
+                            let out = &mut output[at(t)..][..cols];
+                            if cols == TILE_COLS {
+                                // A fixed length lets the compiler keep the row in registers across the sweep.
+                                let mut r = *tile(out);
+                                for (j, &v) in x.iter().enumerate() {
+                                    axpy::<FMA, TILE_COLS>(&mut r, v, tile(&row(j)[c..]));
+                                }
+                                out.copy_from_slice(&r);
+                            } else {
+                                for (j, &v) in x.iter().enumerate() {
+                                    for (a, &wt) in out.iter_mut().zip(&row(j)[c..c + cols]) {
                                         *a = if FMA { fused(v, wt, *a) } else { *a + v * wt };
                                     }
                                 }
@@ -212,11 +364,14 @@ fn implicit_gemm<const FMA: bool, const PIX: usize, S: Fn(usize, usize) -> Optio
                     }
                 }
             }
-            for (t, row) in acc[..rows].iter().enumerate() {
-                output[(p0 + t) * cout + c0..][..cols].copy_from_slice(&row[..cols]);
-            }
         }
     }
+}
+
+/// The first [`TILE_COLS`] values of `values` as an array.
+#[inline(always)]
+fn tile(values: &[f32]) -> &[f32; TILE_COLS] {
+    values[..TILE_COLS].try_into().expect("a slice of TILE_COLS values")
 }
 
 /// `acc += v · w` over `N` values.
@@ -235,4 +390,78 @@ fn fused(v: f32, w: f32, a: f32) -> f32 {
     return v.mul_add(w, a);
     #[cfg(not(feature = "std"))]
     return a + v * w;
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use crate::kernels::{conv2d_3x3_same, dense};
+    use std::{format, vec, vec::Vec};
+
+    /// Deterministic values in [-1, 1), about a third of them zero (like ReLU outputs).
+    fn pattern(len: usize, seed: usize) -> impl Iterator<Item = f32> {
+        (0..len).map(move |i| {
+            let v = ((i * 7919 + seed * 104_729) % 1009) as f32 / 504.5 - 1.0;
+            if i % 3 == 0 { 0.0 } else { v }
+        })
+    }
+
+    /// The values' little-endian bytes, starting `offset` bytes into the returned buffer (so an odd
+    /// offset makes them unreadable in place, and the decoding path runs instead).
+    fn le_bytes(values: &[f32], offset: usize) -> Vec<u8> {
+        let mut bytes = vec![0u8; offset];
+        bytes.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+        bytes
+    }
+
+    fn assert_close(got: &[f32], want: &[f32], what: &str) {
+        for (i, (g, w)) in got.iter().zip(want).enumerate() {
+            assert!((g - w).abs() <= 1e-4 * w.abs().max(1.0), "{what}: value {i}: {g} vs reference {w}");
+        }
+    }
+
+    // Shapes chosen to leave every tile ragged: channel counts that are not multiples of 64 and wider
+    // than a panel, pixel counts that are not multiples of 4, and more input channels than panel rows.
+    #[test]
+    fn packed_conv_matches_the_reference_on_ragged_shapes() {
+        for &(n, h, w, cin, cout) in &[(1, 4, 4, 3, 64), (2, 5, 3, 7, 70), (1, 3, 5, 130, 64), (1, 2, 3, 9, 600)] {
+            let input: Vec<f32> = pattern(n * h * w * cin, 1).collect();
+            let weights: Vec<f32> = pattern(9 * cin * cout, 2).collect();
+            let bias: Vec<f32> = pattern(cout, 3).collect();
+            let mut want = vec![0.0; n * h * w * cout];
+            conv2d_3x3_same(&input, n, h, w, cin, &weights, &bias, cout, &mut want).unwrap();
+            for isa in Isa::ALL.into_iter().filter(|isa| isa.is_available()) {
+                for offset in [0, 1] {
+                    let (wb, bb) = (le_bytes(&weights, offset), le_bytes(&bias, offset));
+                    let (wv, bv) = (Values::f32_le(&wb[offset..], cout), Values::f32_le(&bb[offset..], cout));
+                    assert_eq!(wv.as_f32().is_some(), offset == 0 && cfg!(target_endian = "little"));
+                    let mut got = vec![f32::NAN; want.len()];
+                    conv2d_3x3_same_packed(isa, &input, n, h, w, cin, &wv, &bv, cout, &mut got).unwrap();
+                    assert_close(&got, &want, &format!("conv {n}x{h}x{w}x{cin}->{cout} {isa:?} offset {offset}"));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn packed_dense_matches_the_reference_on_ragged_shapes() {
+        // Batch 1 and 3 take the matrix-vector path, 5 and 9 the tiled one.
+        for &(n, cin, cout) in &[(1, 33, 1030), (3, 70, 10), (5, 33, 1030), (9, 130, 64)] {
+            let input: Vec<f32> = pattern(n * cin, 4).collect();
+            let weights: Vec<f32> = pattern(cin * cout, 5).collect();
+            let bias: Vec<f32> = pattern(cout, 6).collect();
+            let mut want = vec![0.0; n * cout];
+            dense(&input, n, cin, &weights, &bias, cout, &mut want).unwrap();
+            for isa in Isa::ALL.into_iter().filter(|isa| isa.is_available()) {
+                for offset in [0, 1] {
+                    let (wb, bb) = (le_bytes(&weights, offset), le_bytes(&bias, offset));
+                    let (wv, bv) = (Values::f32_le(&wb[offset..], cout), Values::f32_le(&bb[offset..], cout));
+                    let mut got = vec![f32::NAN; want.len()];
+                    dense_packed(isa, &input, n, cin, &wv, &bv, cout, &mut got).unwrap();
+                    assert_close(&got, &want, &format!("dense {n}x{cin}->{cout} {isa:?} offset {offset}"));
+                }
+            }
+        }
+    }
 }
