@@ -14,6 +14,8 @@ const TILE_PIXELS: usize = 64;
 const TILE_COLS: usize = 64;
 /// Decoded weights per panel: 16 KiB, which stays in L1 while every pixel of the tile sweeps it.
 const PANEL_VALUES: usize = 4096;
+/// Rows per panel when f32 weights are read in place.
+const DIRECT_PANEL_ROWS: usize = 64;
 /// Output channels per panel row: at most 512, so a panel holds at least 8 rows, and a pixel group's
 /// accumulators are loaded and stored once per 8 or more multiply-adds each.
 const PANEL_WIDTH: usize = 512;
@@ -134,27 +136,30 @@ mod x86 {
 
     impl<const PIX: usize> Micro<PIX> for Avx512 {
         #[inline(always)]
-        fn group(xs: [&[f32]; PIX], panel: Panel<'_>, c: usize, acc: &mut [[f32; TILE_COLS]; PIX]) {
+        fn group(xs: [&[f32]; PIX], panel: Panel<'_>, c: usize, out: &mut [f32], out_stride: usize) {
             use core::arch::x86_64::*;
             const LANES: usize = 16;
             const VECS: usize = TILE_COLS / LANES;
             let Panel { values, stride, rows } = panel;
-            // Every read below is inside these bounds.
+            // Every access below is inside these bounds.
             assert!(rows == 0 || (rows - 1) * stride + c + TILE_COLS <= values.len());
             assert!(xs.iter().all(|x| x.len() >= rows));
+            assert!(PIX == 0 || (PIX - 1) * out_stride + TILE_COLS <= out.len());
             #[target_feature(enable = "avx512f")]
             unsafe fn sweep<const PIX: usize>(
                 xs: &[*const f32; PIX],
                 w: *const f32,
                 stride: usize,
                 rows: usize,
-                acc: &mut [[f32; TILE_COLS]; PIX],
+                out: *mut f32,
+                out_stride: usize,
             ) {
-                // SAFETY (all pointer reads): the caller checked that row `rows - 1` of the panel has
-                // TILE_COLS values from `w` and that every `xs[p]` has `rows` values.
+                // SAFETY (every pointer access): the caller checked that row `rows - 1` of the panel has
+                // TILE_COLS values from `w`, that every `xs[p]` has `rows` values, and that pixel
+                // `PIX - 1`'s TILE_COLS outputs are inside `out`.
                 unsafe {
                     let mut r: [[__m512; VECS]; PIX] = core::array::from_fn(|p| {
-                        core::array::from_fn(|v| _mm512_loadu_ps(acc[p][v * LANES..].as_ptr()))
+                        core::array::from_fn(|v| _mm512_loadu_ps(out.add(p * out_stride + v * LANES)))
                     });
                     for j in 0..rows {
                         let row = w.add(j * stride);
@@ -168,14 +173,14 @@ mod x86 {
                     }
                     for p in 0..PIX {
                         for v in 0..VECS {
-                            _mm512_storeu_ps(acc[p][v * LANES..].as_mut_ptr(), r[p][v]);
+                            _mm512_storeu_ps(out.add(p * out_stride + v * LANES), r[p][v]);
                         }
                     }
                 }
             }
             let xs = xs.map(|x| x.as_ptr());
             // SAFETY: bounds checked above; AVX-512F was detected before this build was chosen.
-            unsafe { sweep::<PIX>(&xs, values[c..].as_ptr(), stride, rows, acc) }
+            unsafe { sweep::<PIX>(&xs, values[c..].as_ptr(), stride, rows, out.as_mut_ptr(), out_stride) }
         }
     }
 }
@@ -209,10 +214,10 @@ struct Panel<'a> {
     rows: usize,
 }
 
-/// The innermost step: `acc[p] += Σ_j xs[p][j] · panel row j` over [`TILE_COLS`] channels from `c`, for
-/// `PIX` pixels at once.
+/// The innermost step, for `PIX` pixels at once: `out[p · out_stride ..][..TILE_COLS] += Σ_j xs[p][j] ·
+/// (panel row j)[c..][..TILE_COLS]`, the pixels' accumulators held in registers across the panel.
 trait Micro<const PIX: usize> {
-    fn group(xs: [&[f32]; PIX], panel: Panel<'_>, c: usize, acc: &mut [[f32; TILE_COLS]; PIX]);
+    fn group(xs: [&[f32]; PIX], panel: Panel<'_>, c: usize, out: &mut [f32], out_stride: usize);
 }
 
 /// Plain loops the compiler vectorizes for whatever the target has.
@@ -220,15 +225,17 @@ enum Portable<const FMA: bool> {}
 
 impl<const PIX: usize, const FMA: bool> Micro<PIX> for Portable<FMA> {
     #[inline(always)]
-    fn group(xs: [&[f32]; PIX], panel: Panel<'_>, c: usize, acc: &mut [[f32; TILE_COLS]; PIX]) {
-        let mut r = *acc;
+    fn group(xs: [&[f32]; PIX], panel: Panel<'_>, c: usize, out: &mut [f32], out_stride: usize) {
+        let mut r: [[f32; TILE_COLS]; PIX] = core::array::from_fn(|p| *tile(&out[p * out_stride..]));
         for j in 0..panel.rows {
             let w = tile(&panel.values[j * panel.stride + c..]);
             for (rp, xp) in r.iter_mut().zip(&xs) {
                 axpy::<FMA, TILE_COLS>(rp, xp[j], w);
             }
         }
-        *acc = r;
+        for (p, rp) in r.iter().enumerate() {
+            out[p * out_stride..][..TILE_COLS].copy_from_slice(rp);
+        }
     }
 }
 
@@ -239,6 +246,7 @@ fn gemv<const FMA: bool, S: Fn(usize, usize) -> Option<usize>>(g: &Gemm<'_, S>, 
     let Gemm { input, pixels, cin, ref source, weights, bias, cout, .. } = *g;
     let mut acc = [0.0f32; GEMV_COLS];
     let mut run = [0.0f32; GEMV_RUN];
+    let direct = weights.as_f32();
     for p in 0..pixels {
         let x = source(p, 0).map(|start| &input[start..start + cin]);
         for c0 in (0..cout).step_by(GEMV_COLS) {
@@ -250,14 +258,21 @@ fn gemv<const FMA: bool, S: Fn(usize, usize) -> Option<usize>>(g: &Gemm<'_, S>, 
                 }
                 for s0 in (0..cols).step_by(GEMV_RUN) {
                     let len = GEMV_RUN.min(cols - s0);
-                    weights.decode(k * cout + c0 + s0, &mut run[..len]);
+                    let first = k * cout + c0 + s0;
+                    let run: &[f32] = match direct {
+                        Some(all) => &all[first..first + len],
+                        None => {
+                            weights.decode(first, &mut run[..len]);
+                            &run[..len]
+                        }
+                    };
                     let out = &mut acc[s0..s0 + len];
                     if let (Ok(out), Ok(run)) =
-                        (<&mut [f32; GEMV_RUN]>::try_from(&mut *out), <&[f32; GEMV_RUN]>::try_from(&run[..len]))
+                        (<&mut [f32; GEMV_RUN]>::try_from(&mut *out), <&[f32; GEMV_RUN]>::try_from(run))
                     {
                         axpy::<FMA, GEMV_RUN>(out, v, run);
                     } else {
-                        for (a, &w) in out.iter_mut().zip(&run[..len]) {
+                        for (a, &w) in out.iter_mut().zip(run) {
                             *a = if FMA { fused(v, w, *a) } else { *a + v * w };
                         }
                     }
@@ -286,7 +301,9 @@ fn implicit_gemm<const FMA: bool, const PIX: usize, S: Fn(usize, usize) -> Optio
     let zeros = [0.0f32; PANEL_VALUES / TILE_COLS];
     for w0 in (0..cout).step_by(PANEL_WIDTH) {
         let width = PANEL_WIDTH.min(cout - w0);
-        let panel_rows = (PANEL_VALUES / width).min(cin);
+        // Weights read in place need no buffer, so their panels can be deeper: fewer accumulator loads
+        // and stores per multiply-add.
+        let panel_rows = if direct.is_some() { DIRECT_PANEL_ROWS } else { PANEL_VALUES / width }.min(cin);
         for p0 in (0..pixels).step_by(TILE_PIXELS) {
             let rows = TILE_PIXELS.min(pixels - p0);
             for p in p0..p0 + rows {
@@ -332,12 +349,7 @@ fn implicit_gemm<const FMA: bool, const PIX: usize, S: Fn(usize, usize) -> Optio
                             while PIX > 1 && t + PIX <= rows {
                                 if starts[t..t + PIX].iter().any(Option::is_some) {
                                     let xs: [&[f32]; PIX] = core::array::from_fn(|p| row_of(starts[t + p]));
-                                    let mut r: [[f32; TILE_COLS]; PIX] =
-                                        core::array::from_fn(|p| *tile(&output[at(t + p)..]));
-                                    M::group(xs, panel, c, &mut r);
-                                    for (p, rp) in r.iter().enumerate() {
-                                        output[at(t + p)..][..TILE_COLS].copy_from_slice(rp);
-                                    }
+                                    M::group(xs, panel, c, &mut output[at(t)..], cout);
                                 }
                                 t += PIX;
                             }
