@@ -136,7 +136,7 @@ mod x86 {
 
     impl<const PIX: usize> Micro<PIX> for Avx512 {
         #[inline(always)]
-        fn group(xs: [&[f32]; PIX], panel: Panel<'_>, c: usize, out: &mut [f32], out_stride: usize) {
+        fn group(xs: [&[f32]; PIX], panel: Panel<'_>, c: usize, out: &mut [f32], offsets: [usize; PIX]) {
             use core::arch::x86_64::*;
             const LANES: usize = 16;
             const VECS: usize = TILE_COLS / LANES;
@@ -144,7 +144,7 @@ mod x86 {
             // Every access below is inside these bounds.
             assert!(rows == 0 || (rows - 1) * stride + c + TILE_COLS <= values.len());
             assert!(xs.iter().all(|x| x.len() >= rows));
-            assert!(PIX == 0 || (PIX - 1) * out_stride + TILE_COLS <= out.len());
+            assert!(offsets.iter().all(|&offset| offset + TILE_COLS <= out.len()));
             #[target_feature(enable = "avx512f")]
             unsafe fn sweep<const PIX: usize>(
                 xs: &[*const f32; PIX],
@@ -152,14 +152,14 @@ mod x86 {
                 stride: usize,
                 rows: usize,
                 out: *mut f32,
-                out_stride: usize,
+                offsets: &[usize; PIX],
             ) {
                 // SAFETY (every pointer access): the caller checked that row `rows - 1` of the panel has
-                // TILE_COLS values from `w`, that every `xs[p]` has `rows` values, and that pixel
-                // `PIX - 1`'s TILE_COLS outputs are inside `out`.
+                // TILE_COLS values from `w`, that every `xs[p]` has `rows` values, and that every pixel's
+                // TILE_COLS outputs are inside `out`.
                 unsafe {
                     let mut r: [[__m512; VECS]; PIX] = core::array::from_fn(|p| {
-                        core::array::from_fn(|v| _mm512_loadu_ps(out.add(p * out_stride + v * LANES)))
+                        core::array::from_fn(|v| _mm512_loadu_ps(out.add(offsets[p] + v * LANES)))
                     });
                     for j in 0..rows {
                         let row = w.add(j * stride);
@@ -173,14 +173,14 @@ mod x86 {
                     }
                     for p in 0..PIX {
                         for v in 0..VECS {
-                            _mm512_storeu_ps(out.add(p * out_stride + v * LANES), r[p][v]);
+                            _mm512_storeu_ps(out.add(offsets[p] + v * LANES), r[p][v]);
                         }
                     }
                 }
             }
             let xs = xs.map(|x| x.as_ptr());
             // SAFETY: bounds checked above; AVX-512F was detected before this build was chosen.
-            unsafe { sweep::<PIX>(&xs, values[c..].as_ptr(), stride, rows, out.as_mut_ptr(), out_stride) }
+            unsafe { sweep::<PIX>(&xs, values[c..].as_ptr(), stride, rows, out.as_mut_ptr(), &offsets) }
         }
     }
 }
@@ -195,7 +195,7 @@ const GEMV_RUN: usize = 256;
 
 /// Computes `g` (see [`Gemm`]) into `output` with the loop order that suits its shape.
 #[inline(always)]
-fn gemm<const FMA: bool, const PIX: usize, S: Fn(usize, usize) -> Option<usize>, M: Micro<PIX>>(
+fn gemm<const FMA: bool, const PIX: usize, S: Fn(usize, usize) -> Option<usize>, M: Micro<PIX> + Micro<1>>(
     g: &Gemm<'_, S>,
     output: &mut [f32],
 ) {
@@ -214,10 +214,11 @@ struct Panel<'a> {
     rows: usize,
 }
 
-/// The innermost step, for `PIX` pixels at once: `out[p · out_stride ..][..TILE_COLS] += Σ_j xs[p][j] ·
-/// (panel row j)[c..][..TILE_COLS]`, the pixels' accumulators held in registers across the panel.
+/// The innermost step, for `PIX` pixels at once: `out[offsets[p]..][..TILE_COLS] += Σ_j xs[p][j] ·
+/// (panel row j)[c..][..TILE_COLS]`, the pixels' accumulators held in registers across the panel. The
+/// offsets are distinct.
 trait Micro<const PIX: usize> {
-    fn group(xs: [&[f32]; PIX], panel: Panel<'_>, c: usize, out: &mut [f32], out_stride: usize);
+    fn group(xs: [&[f32]; PIX], panel: Panel<'_>, c: usize, out: &mut [f32], offsets: [usize; PIX]);
 }
 
 /// Plain loops the compiler vectorizes for whatever the target has.
@@ -225,16 +226,16 @@ enum Portable<const FMA: bool> {}
 
 impl<const PIX: usize, const FMA: bool> Micro<PIX> for Portable<FMA> {
     #[inline(always)]
-    fn group(xs: [&[f32]; PIX], panel: Panel<'_>, c: usize, out: &mut [f32], out_stride: usize) {
-        let mut r: [[f32; TILE_COLS]; PIX] = core::array::from_fn(|p| *tile(&out[p * out_stride..]));
+    fn group(xs: [&[f32]; PIX], panel: Panel<'_>, c: usize, out: &mut [f32], offsets: [usize; PIX]) {
+        let mut r: [[f32; TILE_COLS]; PIX] = core::array::from_fn(|p| *tile(&out[offsets[p]..]));
         for j in 0..panel.rows {
             let w = tile(&panel.values[j * panel.stride + c..]);
             for (rp, xp) in r.iter_mut().zip(&xs) {
                 axpy::<FMA, TILE_COLS>(rp, xp[j], w);
             }
         }
-        for (p, rp) in r.iter().enumerate() {
-            out[p * out_stride..][..TILE_COLS].copy_from_slice(rp);
+        for (&offset, rp) in offsets.iter().zip(&r) {
+            out[offset..][..TILE_COLS].copy_from_slice(rp);
         }
     }
 }
@@ -290,15 +291,13 @@ fn gemv<const FMA: bool, S: Fn(usize, usize) -> Option<usize>>(g: &Gemm<'_, S>, 
 /// `FMA` fuses each multiply-add (only worth it where the CPU has FMA instructions; elsewhere `mul_add`
 /// would be a slow library call).
 #[inline(always)]
-fn implicit_gemm<const FMA: bool, const PIX: usize, S: Fn(usize, usize) -> Option<usize>, M: Micro<PIX>>(
+fn implicit_gemm<const FMA: bool, const PIX: usize, S: Fn(usize, usize) -> Option<usize>, M: Micro<PIX> + Micro<1>>(
     g: &Gemm<'_, S>,
     output: &mut [f32],
 ) {
     let Gemm { input, pixels, taps, cin, ref source, weights, bias, cout } = *g;
     let mut panel = [0.0f32; PANEL_VALUES];
     let direct = weights.as_f32();
-    // What a tap outside the image reads, so pixels at the border still share the fast path.
-    let zeros = [0.0f32; PANEL_VALUES / TILE_COLS];
     for w0 in (0..cout).step_by(PANEL_WIDTH) {
         let width = PANEL_WIDTH.min(cout - w0);
         // Weights read in place need no buffer, so their panels can be deeper: fewer accumulator loads
@@ -310,11 +309,18 @@ fn implicit_gemm<const FMA: bool, const PIX: usize, S: Fn(usize, usize) -> Optio
                 bias.decode(w0, &mut output[p * cout + w0..][..width]);
             }
             for tap in 0..taps {
-                let mut starts = [None; TILE_PIXELS];
-                for (t, start) in starts[..rows].iter_mut().enumerate() {
-                    *start = source(p0 + t, tap);
+                // The tile's pixels whose tap lands inside the image, as (pixel in tile, input offset):
+                // grouping only these wastes no multiply-adds on padding.
+                let mut valid = [(0, 0); TILE_PIXELS];
+                let mut count = 0;
+                for t in 0..rows {
+                    if let Some(start) = source(p0 + t, tap) {
+                        valid[count] = (t, start);
+                        count += 1;
+                    }
                 }
-                if starts[..rows].iter().all(Option::is_none) {
+                let valid = &valid[..count];
+                if valid.is_empty() {
                     continue;
                 }
                 for k0 in (0..cin).step_by(panel_rows) {
@@ -333,41 +339,28 @@ fn implicit_gemm<const FMA: bool, const PIX: usize, S: Fn(usize, usize) -> Optio
                             Panel { values: &panel[..kn * width], stride: width, rows: kn }
                         }
                     };
-                    let row = |j: usize| &panel.values[j * panel.stride..];
-                    let row_of = |start: Option<usize>| match start {
-                        Some(start) => &input[start + k0..start + k0 + kn],
-                        None => &zeros[..kn],
-                    };
+                    let x_of = |start: usize| &input[start + k0..start + k0 + kn];
                     for c in (0..width).step_by(TILE_COLS) {
                         let cols = TILE_COLS.min(width - c);
                         let at = |t: usize| (p0 + t) * cout + w0 + c;
-                        let mut t = 0;
                         if cols == TILE_COLS {
-                            // PIX pixels share each weight load (a border pixel reads zeros for a tap outside
-                            // the image: cheaper than leaving the fast path). No branch on zero inputs: at
-                            // ReLU's typical sparsity the mispredictions cost more than the skipped work.
-                            while PIX > 1 && t + PIX <= rows {
-                                if starts[t..t + PIX].iter().any(Option::is_some) {
-                                    let xs: [&[f32]; PIX] = core::array::from_fn(|p| row_of(starts[t + p]));
-                                    M::group(xs, panel, c, &mut output[at(t)..], cout);
-                                }
-                                t += PIX;
+                            // PIX pixels share each weight load. No branch on zero inputs: at ReLU's typical
+                            // sparsity the mispredictions cost more than the skipped work.
+                            let mut groups = valid.chunks_exact(PIX);
+                            for group in &mut groups {
+                                let xs = core::array::from_fn(|q| x_of(group[q].1));
+                                let offsets = core::array::from_fn(|q| at(group[q].0));
+                                <M as Micro<PIX>>::group(xs, panel, c, output, offsets);
                             }
-                        }
-                        for t in t..rows {
-                            let Some(start) = starts[t] else { continue };
-                            let x = &input[start + k0..start + k0 + kn];
-                            let out = &mut output[at(t)..][..cols];
-                            if cols == TILE_COLS {
-                                // A fixed length lets the compiler keep the row in registers across the sweep.
-                                let mut r = *tile(out);
-                                for (j, &v) in x.iter().enumerate() {
-                                    axpy::<FMA, TILE_COLS>(&mut r, v, tile(&row(j)[c..]));
-                                }
-                                out.copy_from_slice(&r);
-                            } else {
-                                for (j, &v) in x.iter().enumerate() {
-                                    for (a, &wt) in out.iter_mut().zip(&row(j)[c..c + cols]) {
+                            for &(t, start) in groups.remainder() {
+                                <M as Micro<1>>::group([x_of(start)], panel, c, output, [at(t)]);
+                            }
+                        } else {
+                            for &(t, start) in valid {
+                                let out = &mut output[at(t)..][..cols];
+                                for (j, &v) in x_of(start).iter().enumerate() {
+                                    let w = &panel.values[j * panel.stride + c..][..cols];
+                                    for (a, &wt) in out.iter_mut().zip(w) {
                                         *a = if FMA { fused(v, wt, *a) } else { *a + v * wt };
                                     }
                                 }
