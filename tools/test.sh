@@ -14,15 +14,17 @@ python3 -c 'import safetensors, numpy' 2>/dev/null ||
   python3 -m pip install --quiet safetensors numpy ||
   python3 -m pip install --quiet --break-system-packages safetensors numpy
 
-# The C API test runs its C program under valgrind.
-if ! command -v valgrind >/dev/null; then
+# The C API test runs its C program under valgrind; the wasm test runs the runtime in Node.
+for pair in valgrind:valgrind node:nodejs; do
+  tool=${pair%%:*} package=${pair##*:}
+  command -v "$tool" >/dev/null && continue
   if [ "$(id -u)" = 0 ]; then
-    (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind ||
-      (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind)) >/dev/null
+    (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$package" ||
+      (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$package")) >/dev/null
   else
-    echo "note: valgrind is missing (sudo apt-get install valgrind); the C API test will say so" >&2
+    echo "note: $tool is missing (sudo apt-get install $package); the tests that need it will say so" >&2
   fi
-fi
+done
 
 echo "== kiln-core builds for wasm32 and bare-metal Arm (no_std, no alloc)"
 cargo build -p kiln-core --target wasm32-unknown-unknown --release
