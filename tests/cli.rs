@@ -803,3 +803,21 @@ fn predict_classifies_photos_of_real_digits_the_mnist_way() {
     let err = fails(&["predict", weights.to_str().unwrap(), &paths[0]]);
     assert!(err.contains("fc3.safetensors") && err.contains("not a valid model file"), "{err}");
 }
+
+#[test]
+fn eval_runs_a_packed_model_with_every_kernel_build() {
+    let data = small_mnist("eval-kiln", 10, 300);
+    let model = repo().join("crates/kiln-core/examples/embedded/convnet4-int8.kiln");
+    let text = succeeds(&["eval", model.to_str().unwrap(), "--isa", "all", "--data", data.to_str().unwrap()]);
+    let builds: Vec<&str> = text.lines().filter(|l| l.starts_with("kernels ")).collect();
+    assert!(builds[0].starts_with("kernels portable "), "{text}");
+    assert_eq!(text.matches("the same 300 predictions as the portable kernels").count(), builds.len() - 1, "{text}");
+    for line in &builds {
+        let accuracy: f64 = line.split("accuracy ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+        assert!(accuracy >= 97.0, "{text}");
+    }
+    assert!(text.contains("Measured when packed: 98.68 %"), "{text}");
+    // --isa is for packed models only.
+    let err = fails(&["eval", data.to_str().unwrap(), "--isa", "all"]);
+    assert!(err.contains("--isa applies to packed .kiln models"), "{err}");
+}

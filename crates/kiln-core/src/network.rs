@@ -107,7 +107,7 @@ impl Layer {
             ),
             Layer::Conv2d { filters } => Shape::new(input.h, input.w, filters),
             Layer::MaxPool => {
-                if input.h % 2 != 0 || input.w % 2 != 0 {
+                if !input.h.is_multiple_of(2) || !input.w.is_multiple_of(2) {
                     return Err(NetworkError::PoolNeedsEvenSize { layer: index, input });
                 }
                 Shape::new(input.h / 2, input.w / 2, input.c)

@@ -107,7 +107,7 @@ pub struct Int8PerChannel {
 
 /// Quantizes `weights` (`[k, channels]`) to int8 levels -127..=127, one error-minimising scale per channel.
 pub fn int8_per_channel(weights: &[f32], channels: usize) -> Result<Int8PerChannel, QuantError> {
-    if channels == 0 || weights.len() % channels != 0 {
+    if channels == 0 || !weights.len().is_multiple_of(channels) {
         return Err(QuantError::Shape { len: weights.len(), channels });
     }
     check_finite(weights)?;

@@ -176,10 +176,10 @@ pub fn check_data(model: &Model, data: &Dataset) -> Result<(), TrainError> {
     if (input.h, input.w, input.c) != (data.rows, data.cols, 1) {
         return Err(TrainError::DataShape { expected: input.to_string(), rows: data.rows, cols: data.cols });
     }
-    if let Some(&max_label) = data.labels.iter().max() {
-        if max_label as usize >= model.classes() {
-            return Err(TrainError::TooFewClasses { classes: model.classes(), max_label });
-        }
+    if let Some(&max_label) = data.labels.iter().max()
+        && max_label as usize >= model.classes()
+    {
+        return Err(TrainError::TooFewClasses { classes: model.classes(), max_label });
     }
     Ok(())
 }

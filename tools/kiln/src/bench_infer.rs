@@ -29,7 +29,7 @@ pub struct BenchInferArgs {
     pub isa: String,
 }
 
-fn isa(name: &str) -> Result<Isa> {
+pub fn isa(name: &str) -> Result<Isa> {
     let isa = match name {
         "portable" => Isa::Portable,
         "avx2+fma" => Isa::Avx2Fma,

@@ -135,11 +135,16 @@ struct TrainArgs {
 
 #[derive(Args, Debug)]
 struct EvalArgs {
-    /// A weights file (`kiln train --save`), a checkpoint, or a checkpoint directory (its latest).
+    /// A weights file (`kiln train --save`), a checkpoint, a checkpoint directory (its latest), or a packed
+    /// `.kiln` model (run by kiln-core's runtime).
     weights: PathBuf,
     /// List this many of the test digits the network gets wrong.
     #[arg(long, default_value_t = 10)]
     show_mistakes: usize,
+    /// For `.kiln` models, the kernel build: best, portable, avx2+fma, avx512, or `all` (every build this
+    /// CPU has, which must predict the same classes).
+    #[arg(long, value_parser = ["best", "portable", "avx2+fma", "avx512", "all"])]
+    isa: Option<String>,
     #[command(flatten)]
     data: DataArgs,
 }
@@ -214,7 +219,7 @@ fn set_threads(data: &DataArgs) -> Result<()> {
 }
 
 /// The data directory: `--data`, else the bundled set found from the working directory or the binary.
-fn load_data(data: &DataArgs) -> Result<Mnist> {
+pub(crate) fn load_data(data: &DataArgs) -> Result<Mnist> {
     let dir = match &data.data {
         Some(dir) => dir.clone(),
         None => bundled_dir().context(
@@ -257,7 +262,7 @@ fn thousands(n: usize) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, ch) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(ch);
@@ -340,11 +345,11 @@ fn cmd_train(args: TrainArgs) -> Result<()> {
         if let Some(bar) = &bar {
             bar.set_position(r.step);
         }
-        if let (Some(dir), Some(every)) = (&ckpt_dir, args.save_every) {
-            if r.step % every == 0 {
-                save(&trainer, dir)?;
-                last_saved = Some(r.step);
-            }
+        if let (Some(dir), Some(every)) = (&ckpt_dir, args.save_every)
+            && r.step % every == 0
+        {
+            save(&trainer, dir)?;
+            last_saved = Some(r.step);
         }
     }
     if let Some(bar) = &bar {
@@ -402,10 +407,10 @@ fn fresh_run(args: &TrainArgs) -> Result<RunStart> {
 fn resume_from(dir: &Path, args: &TrainArgs) -> Result<RunStart> {
     let path = resolve_checkpoint(dir)?;
     let ckpt = Checkpoint::open(&path)?;
-    if let Some(name) = &args.model {
-        if ckpt.network().name != *name {
-            bail!("{}: this checkpoint is of the {} network, not {name}", path.display(), ckpt.network().name);
-        }
+    if let Some(name) = &args.model
+        && ckpt.network().name != *name
+    {
+        bail!("{}: this checkpoint is of the {} network, not {name}", path.display(), ckpt.network().name);
     }
     let model = ckpt.model()?;
     let (mut config, optimizer, progress) = ckpt.training_state(&model)?;
@@ -504,6 +509,17 @@ fn print_mistakes(evaluation: &eval::Evaluation, data: &Mnist, count: usize) {
 
 fn cmd_eval(args: EvalArgs) -> Result<()> {
     set_threads(&args.data)?;
+    if is_packed_model(&args.weights) {
+        return pack::cmd_eval_packed(
+            &args.weights,
+            &args.data,
+            args.isa.as_deref().unwrap_or("best"),
+            args.show_mistakes,
+        );
+    }
+    if args.isa.is_some() {
+        bail!("--isa applies to packed .kiln models; {} is a checkpoint", args.weights.display());
+    }
     let path = resolve_checkpoint(&args.weights)?;
     let (model, step) = weights::load(&path)?; // checks every tensor's CRC-32
     let data = load_data(&args.data)?;
@@ -517,6 +533,16 @@ fn cmd_eval(args: EvalArgs) -> Result<()> {
     println!("Evaluated {} images in {:.1} s", evaluation.total, started.elapsed().as_secs_f64());
     print_mistakes(&evaluation, &data, args.show_mistakes);
     Ok(())
+}
+
+/// A `.kiln` file: by its extension, or by its magic bytes.
+fn is_packed_model(path: &Path) -> bool {
+    use std::io::Read;
+    let mut magic = [0u8; 8];
+    path.extension().is_some_and(|e| e == "kiln")
+        || (path.is_file()
+            && std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut magic)).is_ok()
+            && magic == kiln_core::format::MAGIC)
 }
 
 fn cmd_bench_train(args: BenchTrainArgs) -> Result<()> {

@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use kiln_core::format::{DType, Model as Packed};
-use kiln_core::runtime;
+use kiln_core::{Isa, runtime};
 use kiln_pack::{Metadata, PackedTensor, Quant};
 use kiln_train::checkpoint::{self, Checkpoint};
 use kiln_train::data::Dataset;
@@ -151,7 +151,7 @@ fn pack(ckpt: &Checkpoint, choice: &[Quant], meta: &Metadata) -> Result<Vec<u8>>
 }
 
 /// Predicted class of every test image, computed by kiln-core's runtime on the packed file.
-pub fn predict_all(file: &[u8], test: &Dataset, threads: usize) -> Result<Vec<u8>> {
+pub fn predict_all(file: &[u8], test: &Dataset, threads: usize, isa: Isa) -> Result<Vec<u8>> {
     let model = Packed::from_bytes(file)?;
     let shape = model.input_shape();
     if (shape.h, shape.w, shape.c) != (test.rows, test.cols, 1) {
@@ -180,7 +180,7 @@ pub fn predict_all(file: &[u8], test: &Dataset, threads: usize) -> Result<Vec<u8
                             *x = (p as f32 / 255.0 - meta.mean) / meta.std;
                         }
                     }
-                    let logits = runtime::forward(model, &input[..n * shape.len()], n, &mut a, &mut b)?;
+                    let logits = runtime::forward_with(isa, model, &input[..n * shape.len()], n, &mut a, &mut b)?;
                     for (o, row) in out.iter_mut().zip(logits.chunks_exact(meta.classes)) {
                         *o = argmax(row) as u8;
                     }
@@ -273,8 +273,8 @@ pub fn cmd_convert(args: ConvertArgs) -> Result<()> {
         let threads = threads(&args.data);
         let started = Instant::now();
         let reference_file = pack(&ckpt, &vec![Quant::F32; scopes.len()], &meta)?;
-        let reference = predict_all(&reference_file, &data.test, threads)?;
-        let predicted = predict_all(&packed, &data.test, threads)?;
+        let reference = predict_all(&reference_file, &data.test, threads, Isa::best())?;
+        let predicted = predict_all(&packed, &data.test, threads, Isa::best())?;
         let correct = |p: &[u8]| p.iter().zip(&data.test.labels).filter(|(a, b)| a == b).count();
         let agree = reference.iter().zip(&predicted).filter(|(a, b)| a == b).count();
         let total = data.test.len();
@@ -456,7 +456,7 @@ pub fn cmd_bench_pack(args: BenchPackArgs) -> Result<()> {
     };
     let f32_file = pack(&ckpt, &vec![Quant::F32; scopes.len()], &meta)?;
     let (weights, _) = weight_count(&f32_file)?;
-    let reference = predict_all(&f32_file, &data.test, threads)?;
+    let reference = predict_all(&f32_file, &data.test, threads, Isa::best())?;
     let total = data.test.len();
     let pct = |n: usize| 100.0 * n as f64 / total as f64;
     let correct = |p: &[u8]| p.iter().zip(&data.test.labels).filter(|(a, b)| a == b).count();
@@ -487,8 +487,75 @@ pub fn cmd_bench_pack(args: BenchPackArgs) -> Result<()> {
     row("f32", f32_file.len(), weight_count(&f32_file)?.1, &reference);
     for (choice, description) in &plans {
         let file = pack(&ckpt, choice, &meta)?;
-        let predicted = predict_all(&file, &data.test, threads)?;
+        let predicted = predict_all(&file, &data.test, threads, Isa::best())?;
         row(description, file.len(), weight_count(&file)?.1, &predicted);
+    }
+    Ok(())
+}
+
+/// `kiln eval model.kiln`: the packed model's test accuracy through kiln-core's runtime, with one kernel
+/// build or every build this CPU has (`--isa all`), which must all predict the same classes.
+pub fn cmd_eval_packed(path: &std::path::Path, data_args: &DataArgs, isa: &str, show_mistakes: usize) -> Result<()> {
+    let file = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let model = Packed::from_bytes(&file).with_context(|| format!("{} is not a valid model file", path.display()))?;
+    let data = crate::load_data(data_args)?;
+    let isas: Vec<Isa> = match isa {
+        "all" => Isa::ALL.into_iter().filter(|isa| isa.is_available()).collect(),
+        name => vec![crate::bench_infer::isa(name)?],
+    };
+    let meta = *model.metadata();
+    println!("Model: {} ({}) from {}", meta.model_name(), meta.quantization(), path.display());
+    let threads = threads(data_args);
+    let mut first: Option<(Isa, Vec<u8>)> = None;
+    for isa in isas {
+        let started = Instant::now();
+        let predicted = predict_all(&file, &data.test, threads, isa)?;
+        let correct = predicted.iter().zip(&data.test.labels).filter(|(p, l)| p == l).count();
+        println!(
+            "kernels {:<9} test accuracy {:.2} % ({correct} of {}) in {:.1} s",
+            isa.name(),
+            100.0 * correct as f64 / predicted.len() as f64,
+            predicted.len(),
+            started.elapsed().as_secs_f64()
+        );
+        match &first {
+            None => first = Some((isa, predicted)),
+            Some((reference, expected)) => {
+                let differ = predicted.iter().zip(expected).filter(|(a, b)| a != b).count();
+                if differ > 0 {
+                    bail!(
+                        "the {} kernels predict {differ} digits differently from the {} kernels",
+                        isa.name(),
+                        reference.name()
+                    );
+                }
+                println!("  the same {} predictions as the {} kernels", predicted.len(), reference.name());
+            }
+        }
+    }
+    let (_, predicted) = first.context("no kernel build to run")?;
+    if let Some(packed) = meta.test_accuracy() {
+        let now =
+            predicted.iter().zip(&data.test.labels).filter(|(p, l)| p == l).count() as f64 / predicted.len() as f64;
+        println!(
+            "Measured when packed: {:.2} % ({} of {}){}",
+            100.0 * packed,
+            meta.test_correct,
+            meta.test_examples,
+            if (now - packed).abs() < 1e-12 { ", the same" } else { "" }
+        );
+    }
+    if show_mistakes > 0 {
+        let wrong: Vec<usize> = (0..predicted.len()).filter(|&i| predicted[i] != data.test.labels[i]).collect();
+        println!(
+            "Wrong on {} of {} test digits; the first {}:",
+            wrong.len(),
+            predicted.len(),
+            show_mistakes.min(wrong.len())
+        );
+        for &i in wrong.iter().take(show_mistakes) {
+            println!("  test #{i:>5}: label {}, predicted {}", data.test.labels[i], predicted[i]);
+        }
     }
     Ok(())
 }

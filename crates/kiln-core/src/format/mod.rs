@@ -400,7 +400,7 @@ fn check_header(bytes: &[u8]) -> Result<[Section; MAX_SECTIONS], FormatError> {
         let Some(end) = end else {
             return Err(FormatError::SectionOutOfBounds { kind: s.kind, offset: s.offset, len: s.len });
         };
-        if s.offset % SECTION_ALIGN as u64 != 0 {
+        if !s.offset.is_multiple_of(SECTION_ALIGN as u64) {
             return Err(FormatError::MisalignedSection { kind: s.kind, offset: s.offset });
         }
         if s.offset < table_end as u64 {

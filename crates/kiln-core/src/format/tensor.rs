@@ -212,7 +212,7 @@ impl<'a> Values<'a> {
             let scale = f16_at(self.scales, i / self.block);
             let run = (self.block - i % self.block).min(out.len() - done);
             let run_out = &mut out[done..done + run];
-            if i % per_byte == 0 {
+            if i.is_multiple_of(per_byte) {
                 let whole = run / per_byte * per_byte;
                 let bytes = &self.data[i / per_byte..(i + whole) / per_byte];
                 for (&byte, values) in bytes.iter().zip(run_out[..whole].chunks_exact_mut(per_byte)) {

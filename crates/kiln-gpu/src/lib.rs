@@ -1,0 +1,14 @@
+//! Kiln's GPU kernels: WGSL compute shaders run through wgpu (Vulkan, Metal, DX12, or WebGPU in the
+//! browser), one set shared by training and inference.
+//!
+//! - [`context`]: opening a device, its limits, and [`GpuError`].
+//! - [`kernels`]: the compiled pipelines and one small op struct per dispatch (WGSL in `src/shaders/`).
+//! - [`network`]: a whole network on the device: forward, loss, backward and optimizer updates.
+
+pub mod context;
+pub mod kernels;
+pub mod network;
+
+pub use context::{Gpu, GpuError};
+pub use kernels::{Kernels, UpdateRule};
+pub use network::{GpuNetwork, OptimizerSpec, StepScore};
