@@ -45,6 +45,23 @@ impl fmt::Display for OptimizerKind {
     }
 }
 
+impl OptimizerConfig {
+    /// The same settings for the GPU's update kernels.
+    pub fn gpu_spec(&self) -> kiln_gpu::OptimizerSpec {
+        kiln_gpu::OptimizerSpec {
+            rule: match self.kind {
+                OptimizerKind::Sgd => kiln_gpu::UpdateRule::Sgd,
+                OptimizerKind::Momentum => kiln_gpu::UpdateRule::Momentum,
+                OptimizerKind::Adam => kiln_gpu::UpdateRule::Adam,
+            },
+            momentum: self.momentum,
+            beta1: self.beta1,
+            beta2: self.beta2,
+            epsilon: self.epsilon,
+        }
+    }
+}
+
 impl OptimizerKind {
     /// Learning rate when none is given: TF1's Adam default, and 0.01 for the others.
     pub fn default_lr(self) -> f32 {

@@ -102,6 +102,9 @@ pub enum TrainError {
     /// The cost became NaN or infinite: the run diverged.
     #[error("training diverged at step {step}: cost is {cost} (try a lower learning rate or another initializer)")]
     NonFinite { step: u64, cost: f32 },
+    /// The GPU failed (no adapter, out of memory, device lost).
+    #[error(transparent)]
+    Gpu(#[from] kiln_gpu::GpuError),
 }
 
 /// Where a run stands: with the weights and the optimizer state, everything needed to continue it
@@ -208,9 +211,64 @@ pub struct Trainer<'a> {
     epoch: u64,
     augment: ChaCha8Rng,
     step: u64,
+    /// When training on a GPU: the network, its parameters and optimizer state live there, and
+    /// `model.params` / `optimizer` are brought up to date by [`Trainer::sync`].
+    gpu: Option<kiln_gpu::GpuNetwork<'a>>,
+    /// Whether `model.params` and `optimizer` hold the latest state (always, on the CPU).
+    synced: bool,
 }
 
 impl<'a> Trainer<'a> {
+    /// As [`Trainer::new`], with every step running on `gpu`: the parameters are uploaded once, and a step
+    /// sends the batch and reads back the cost and correct count.
+    pub fn new_on_gpu(
+        model: &'a mut Model,
+        data: &'a Dataset,
+        config: &TrainConfig,
+        gpu: &'a kiln_gpu::Gpu,
+        kernels: &kiln_gpu::Kernels,
+    ) -> Result<Self, TrainError> {
+        let params: Vec<&[f32]> = model.params.iter().map(|t| &t.data[..]).collect();
+        let network = kiln_gpu::GpuNetwork::new(
+            gpu,
+            kernels,
+            &model.network.layers,
+            model.input_shape(),
+            &params,
+            config.batch,
+            Some(config.optimizer.gpu_spec()),
+        )?;
+        let mut trainer = Trainer::new(model, data, config)?;
+        trainer.gpu = Some(network);
+        Ok(trainer)
+    }
+
+    /// Whether the steps run on a GPU.
+    pub fn on_gpu(&self) -> bool {
+        self.gpu.is_some()
+    }
+
+    /// The GPU network (to read gradients in tests, or its traffic figures).
+    pub fn gpu_network(&self) -> Option<&kiln_gpu::GpuNetwork<'a>> {
+        self.gpu.as_ref()
+    }
+
+    /// Brings `model.params` and the optimizer state back from the GPU (before a checkpoint or an
+    /// evaluation). Free on the CPU.
+    pub fn sync(&mut self) -> Result<(), TrainError> {
+        let Some(gpu) = &self.gpu else { return Ok(()) };
+        if self.synced {
+            return Ok(());
+        }
+        for (tensor, values) in self.model.params.iter_mut().zip(gpu.read_params()?) {
+            tensor.data = values;
+        }
+        self.optimizer.slots = gpu.read_slots()?;
+        self.optimizer.beta1_power = gpu.beta1_power;
+        self.optimizer.beta2_power = gpu.beta2_power;
+        self.synced = true;
+        Ok(())
+    }
     /// Checks the settings and the data against the network and sets up the first epoch.
     pub fn new(model: &'a mut Model, data: &'a Dataset, config: &TrainConfig) -> Result<Self, TrainError> {
         config.validate()?;
@@ -241,6 +299,8 @@ impl<'a> Trainer<'a> {
             epoch: 0,
             augment: stream(config.seed, Purpose::Augment, 0),
             step: 0,
+            gpu: None,
+            synced: true,
             model,
             data,
             config: config.clone(),
@@ -280,16 +340,26 @@ impl<'a> Trainer<'a> {
             (&mut self.images[..n * image_len], &mut self.labels[..n], &mut self.dlogits[..n * classes]);
         batch::fill(self.data, chunk, self.config.augment_shift, Some(&mut self.augment), images, labels);
 
-        let logits = self.model.forward(&mut self.ws, images, n);
-        let score = loss::softmax_cross_entropy(logits, labels, classes, Some(dlogits));
+        let lr = self.config.schedule.rate(self.config.lr, self.step, self.total);
+        let score = if let Some(gpu) = &mut self.gpu {
+            let score = gpu.train_step(images, labels, lr)?;
+            self.synced = false;
+            self.optimizer.updates += 1;
+            loss::BatchScore { cost: score.cost, correct: score.correct }
+        } else {
+            let logits = self.model.forward(&mut self.ws, images, n);
+            let score = loss::softmax_cross_entropy(logits, labels, classes, Some(dlogits));
+            if score.cost.is_finite() {
+                self.model.backward(&mut self.ws, dlogits, &mut self.grads);
+                let mut params: Vec<&mut [f32]> = self.model.params.iter_mut().map(|t| &mut t.data[..]).collect();
+                let grads: Vec<&[f32]> = self.grads.iter().map(|g| &g[..]).collect();
+                self.optimizer.apply(&mut params, &grads, lr);
+            }
+            score
+        };
         if !score.cost.is_finite() {
             return Err(TrainError::NonFinite { step: self.step + 1, cost: score.cost });
         }
-        self.model.backward(&mut self.ws, dlogits, &mut self.grads);
-        let lr = self.config.schedule.rate(self.config.lr, self.step, self.total);
-        let mut params: Vec<&mut [f32]> = self.model.params.iter_mut().map(|t| &mut t.data[..]).collect();
-        let grads: Vec<&[f32]> = self.grads.iter().map(|g| &g[..]).collect();
-        self.optimizer.apply(&mut params, &grads, lr);
 
         self.position = end;
         self.step += 1;
@@ -314,10 +384,12 @@ impl<'a> Trainer<'a> {
         }
     }
 
+    /// The optimizer state on the host: on a GPU, as of the last [`Trainer::sync`].
     pub fn optimizer(&self) -> &Optimizer {
         &self.optimizer
     }
 
+    /// The model on the host: on a GPU, as of the last [`Trainer::sync`].
     pub fn model(&self) -> &Model {
         self.model
     }
@@ -345,7 +417,15 @@ impl<'a> Trainer<'a> {
         self.position = progress.position;
         self.augment.set_word_pos(progress.augment_word_pos);
         self.step = progress.step;
+        if let Some(gpu) = &mut self.gpu {
+            let params: Vec<&[f32]> = self.model.params.iter().map(|t| &t.data[..]).collect();
+            let slots: Vec<Vec<&[f32]>> = optimizer.slots.iter().map(|s| s.iter().map(|v| &v[..]).collect()).collect();
+            gpu.write_state(&params, &slots)?;
+            gpu.beta1_power = optimizer.beta1_power;
+            gpu.beta2_power = optimizer.beta2_power;
+        }
         self.optimizer = optimizer;
+        self.synced = true;
         Ok(())
     }
 
@@ -359,9 +439,11 @@ impl<'a> Trainer<'a> {
         &self.model.network
     }
 
-    /// Evaluates the model as it stands on `data`, reusing the training buffers.
-    pub fn evaluate(&mut self, data: &Dataset) -> Evaluation {
-        evaluate(self.model, &mut self.ws, data)
+    /// Evaluates the model as it stands on `data`, reusing the training buffers (after bringing the
+    /// weights back from the GPU, if training there).
+    pub fn evaluate(&mut self, data: &Dataset) -> Result<Evaluation, TrainError> {
+        self.sync()?;
+        Ok(evaluate(self.model, &mut self.ws, data))
     }
 }
 
@@ -382,7 +464,7 @@ pub fn train(
         on_step(&report);
     }
     let train_seconds = started.elapsed().as_secs_f64();
-    let test = trainer.evaluate(&data.test);
+    let test = trainer.evaluate(&data.test)?;
     Ok(TrainSummary { steps: trainer.step, test, train_seconds, images_seen })
 }
 

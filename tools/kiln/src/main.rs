@@ -129,8 +129,43 @@ struct TrainArgs {
     /// List this many of the test digits the network gets wrong.
     #[arg(long, default_value_t = 10)]
     show_mistakes: usize,
+    /// Where the steps run: `gpu` (any wgpu adapter, CPU drivers like lavapipe included), `cpu`, or `auto`
+    /// (a hardware GPU if there is one, else the CPU trainer, which beats a CPU Vulkan driver).
+    #[arg(long, default_value = "auto", value_parser = ["auto", "gpu", "cpu"])]
+    device: String,
     #[command(flatten)]
     data: DataArgs,
+}
+
+/// Opens the device `choice` asks for and says which one runs: `None` means the CPU trainer.
+fn open_device(choice: &str) -> Result<Option<(kiln_gpu::Gpu, kiln_gpu::Kernels)>> {
+    let open = |gpu: kiln_gpu::Gpu| -> Result<Option<(kiln_gpu::Gpu, kiln_gpu::Kernels)>> {
+        let kernels =
+            kiln_gpu::Kernels::new(&gpu).with_context(|| format!("compiling the kernels on {}", gpu.describe()))?;
+        println!("Device: GPU {}", gpu.describe());
+        Ok(Some((gpu, kernels)))
+    };
+    match choice {
+        "cpu" => {
+            println!("Device: CPU");
+            Ok(None)
+        }
+        "gpu" => open(kiln_gpu::Gpu::new()?),
+        _ => match kiln_gpu::Gpu::new() {
+            Ok(gpu) if !gpu.is_cpu() => open(gpu),
+            Ok(gpu) => {
+                println!(
+                    "Device: CPU (the only GPU adapter, {}, is a CPU driver; --device gpu uses it)",
+                    gpu.describe()
+                );
+                Ok(None)
+            }
+            Err(e) => {
+                println!("Device: CPU ({e})");
+                Ok(None)
+            }
+        },
+    }
 }
 
 #[derive(Args, Debug)]
@@ -302,12 +337,17 @@ fn cmd_train(args: TrainArgs) -> Result<()> {
 
     let prefix = model.network.name.clone();
     let ckpt_dir = args.ckpt_dir.clone().or_else(|| args.resume.clone().filter(|p| p.is_dir()));
-    let mut trainer = Trainer::new(&mut model, &data.train, &config)?;
+    let device = open_device(&args.device)?;
+    let mut trainer = match &device {
+        Some((gpu, kernels)) => Trainer::new_on_gpu(&mut model, &data.train, &config, gpu, kernels)?,
+        None => Trainer::new(&mut model, &data.train, &config)?,
+    };
     if let Some((optimizer, progress)) = resumed {
         trainer.resume(&progress, optimizer)?;
         println!("Resumed at step {} (epoch {})", progress.step, progress.epoch + 1);
     }
-    let save = |trainer: &Trainer<'_>, dir: &Path| -> Result<PathBuf> {
+    let save = |trainer: &mut Trainer<'_>, dir: &Path| -> Result<PathBuf> {
+        trainer.sync()?;
         let path = checkpoint::save(
             dir,
             &prefix,
@@ -325,8 +365,15 @@ fn cmd_train(args: TrainArgs) -> Result<()> {
     let started = Instant::now();
     let mut images_seen = 0u64;
     let mut last_saved = None;
+    let mut last_path: Option<PathBuf> = None;
     while !trainer.is_finished() {
-        let r = trainer.step()?;
+        let r = match trainer.step() {
+            Ok(r) => r,
+            Err(e) => match &last_path {
+                Some(path) => bail!("{e}\nThe last checkpoint, {}, is intact: continue with --resume.", path.display()),
+                None => return Err(e.into()),
+            },
+        };
         images_seen += r.images as u64;
         if r.step % args.print_every == 0 || r.step == r.total_steps {
             let line = format!(
@@ -348,7 +395,7 @@ fn cmd_train(args: TrainArgs) -> Result<()> {
         if let (Some(dir), Some(every)) = (&ckpt_dir, args.save_every)
             && r.step % every == 0
         {
-            save(&trainer, dir)?;
+            last_path = Some(save(&mut trainer, dir)?);
             last_saved = Some(r.step);
         }
     }
@@ -358,12 +405,12 @@ fn cmd_train(args: TrainArgs) -> Result<()> {
     let seconds = started.elapsed().as_secs_f64();
     let step = trainer.progress().step;
     let final_checkpoint = match &ckpt_dir {
-        Some(dir) if last_saved != Some(step) => Some(save(&trainer, dir)?),
+        Some(dir) if last_saved != Some(step) => Some(save(&mut trainer, dir)?),
         Some(dir) => Some(dir.join(format!("{prefix}-{step}.safetensors"))),
         None => None,
     };
     println!("Trained {step} steps in {seconds:.1} s ({:.0} images/s)", images_seen as f64 / seconds);
-    let test = trainer.evaluate(&data.test);
+    let test = trainer.evaluate(&data.test)?;
     println!("Test cost: {:.4}", test.cost);
     println!("Test accuracy: {:.2} %", test.accuracy * 100.0);
     print_mistakes(&test, &data, args.show_mistakes);
