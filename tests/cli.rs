@@ -41,6 +41,18 @@ fn succeeds(args: &[&str]) -> String {
 }
 
 /// A scratch directory unique to one test.
+fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("kiln-cli-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -656,8 +668,14 @@ fn convert_packs_every_weight_type_and_measures_it() {
         assert!(shown.contains(&format!("test acc:     {after:.2} %")), "{shown}");
         assert!(shown.contains("dense1/weights") && shown.contains("[784, 500]"), "{shown}");
         assert!(shown.contains(&format!("model:        fc3 ({quant})")), "{shown}");
-        assert!(shown.contains("runtime memory at batch    1: 6,272 bytes"), "{shown}");
-        assert!(shown.contains("runtime memory at batch   16: 100,352 bytes"), "{shown}");
+        // The figure is exactly what a session needs.
+        let model_bytes = std::fs::read(&file).unwrap();
+        let model = kiln_core::Model::from_bytes(&model_bytes).unwrap();
+        for n in [1, 16] {
+            let line = format!("session arena at batch {n:>4}: {} bytes", thousands(model.arena_size(n)));
+            assert!(shown.contains(&line), "{line}\n{shown}");
+        }
+        assert_eq!(model.arena_size(1), 6_312);
         assert!(shown.contains("classes:      10 [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]"), "{shown}");
     }
     // Each step down in precision makes the file smaller: f32 > f16 > int8 > int4.

@@ -412,10 +412,13 @@ pub fn cmd_inspect(args: InspectArgs) -> Result<()> {
     println!();
     let batch = args.batch as usize;
     for n in [1, batch] {
+        // The exact figure Session::new asks for (Model::arena_size), so a user can size a static arena.
         println!(
-            "runtime memory at batch {n:>4}: {} bytes (two ping-pong buffers of {} f32 each; the weights are read in place)",
-            crate::thousands(runtime::arena_bytes(&model, n)),
-            crate::thousands(runtime::scratch_len(&model, n))
+            "session arena at batch {n:>4}: {} bytes (two ping-pong buffers of {} f32 each, plus {} f32 of \
+             probabilities; the weights are read in place)",
+            crate::thousands(model.arena_size(n)),
+            crate::thousands(runtime::scratch_len(&model, n)),
+            crate::thousands(n * model.metadata().classes)
         );
     }
     Ok(())
