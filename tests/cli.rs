@@ -45,7 +45,7 @@ fn thousands(n: usize) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -838,4 +838,77 @@ fn eval_runs_a_packed_model_with_every_kernel_build() {
     // --isa is for packed models only.
     let err = fails(&["eval", data.to_str().unwrap(), "--isa", "all"]);
     assert!(err.contains("--isa applies to packed .kiln models"), "{err}");
+}
+
+/// `Cost:` of every printed step.
+fn step_costs(text: &str) -> Vec<f64> {
+    text.lines()
+        .filter(|l| l.starts_with("Step "))
+        .map(|l| l.split("Cost: ").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap())
+        .collect()
+}
+
+/// A checkpoint written by the GPU trainer resumes on the CPU, and the reverse; both continue the run the
+/// way an uninterrupted CPU run goes (same data order, same optimizer state), to within the GPU's rounding.
+#[test]
+fn checkpoints_move_between_gpu_and_cpu() {
+    let data = small_mnist("gpu-resume", 2000, 500);
+    let data = data.to_str().unwrap();
+    // A constant rate: a cosine schedule would be stretched when the resumed run extends --steps.
+    let base = [
+        "train",
+        "--model",
+        "fc3",
+        "--schedule",
+        "constant",
+        "--print-every",
+        "5",
+        "--show-mistakes",
+        "0",
+        "--data",
+        data,
+    ];
+    let straight = succeeds(&[&base[..], &["--steps", "40", "--device", "cpu"]].concat());
+    for (first, second) in [("gpu", "cpu"), ("cpu", "gpu")] {
+        let dir = scratch(&format!("resume-{first}-{second}"));
+        let ckpt = dir.join("ckpt");
+        let ckpt = ckpt.to_str().unwrap();
+        let a = succeeds(&[&base[..], &["--steps", "20", "--device", first, "--ckpt-dir", ckpt]].concat());
+        assert!(a.contains(if first == "gpu" { "Device: GPU" } else { "Device: CPU" }), "{a}");
+        let b = succeeds(&[
+            "train",
+            "--resume",
+            ckpt,
+            "--steps",
+            "40",
+            "--device",
+            second,
+            "--print-every",
+            "5",
+            "--show-mistakes",
+            "0",
+            "--data",
+            data,
+        ]);
+        assert!(b.contains("Resumed at step 20"), "{b}");
+        let costs: Vec<f64> = step_costs(&a).into_iter().chain(step_costs(&b)).collect();
+        let want = step_costs(&straight);
+        assert_eq!(costs.len(), want.len(), "{a}\n{b}");
+        for (i, (c, w)) in costs.iter().zip(&want).enumerate() {
+            assert!((c - w).abs() <= 2e-3 * w.max(0.1), "{first}→{second}, printed step {i}: {c} vs CPU-only {w}");
+        }
+        let (acc, want_acc) = (figure(&b, "Test accuracy:"), figure(&straight, "Test accuracy:"));
+        assert!((acc - want_acc).abs() <= 0.3, "{first}→{second}: {acc} vs {want_acc}");
+    }
+}
+
+/// The acceptance run: fc3, 300 steps, the same seed on both devices, test accuracy within 0.3.
+#[test]
+fn gpu_training_reaches_the_cpu_accuracy() {
+    let args = ["train", "--model", "fc3", "--steps", "300", "--show-mistakes", "0", "--print-every", "100"];
+    let gpu = succeeds(&[&args[..], &["--device", "gpu"]].concat());
+    let cpu = succeeds(&[&args[..], &["--device", "cpu"]].concat());
+    let (g, c) = (figure(&gpu, "Test accuracy:"), figure(&cpu, "Test accuracy:"));
+    assert!((g - c).abs() <= 0.3, "GPU {g} % vs CPU {c} %\n{gpu}\n{cpu}");
+    assert!(c > 94.0, "{cpu}");
 }

@@ -146,7 +146,7 @@ impl Gpu {
         }
         self.check_size(label, values.len() as u64)?;
         let mut padded;
-        let contents = if values.len() % 4 == 0 {
+        let contents = if values.len().is_multiple_of(4) {
             values
         } else {
             padded = values.to_vec();
