@@ -81,6 +81,13 @@ impl Gpu {
         Ok(Gpu { device, queue, info, lost })
     }
 
+    /// Wraps a device the caller opened (an app with its own wgpu setup). The app's device-lost callback
+    /// is left in place, so a lost device shows up here as a failed readback rather than `DeviceLost`.
+    pub fn from_device(device: &wgpu::Device, queue: &wgpu::Queue) -> Gpu {
+        let lost = Arc::new(Mutex::new(None));
+        Gpu { device: device.clone(), queue: queue.clone(), info: device.adapter_info(), lost }
+    }
+
     /// "NAME (BACKEND)", e.g. "llvmpipe (LLVM 15.0.6, 256 bits) (Vulkan)".
     pub fn describe(&self) -> String {
         format!("{} ({:?})", self.info.name, self.info.backend)

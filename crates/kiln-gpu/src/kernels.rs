@@ -32,9 +32,24 @@ pub enum UpdateRule {
     Adam,
 }
 
+/// How a GEMM's B operand is stored (the DTYPE override in gemm.wgsl; the .kiln format's dtypes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum WeightType {
+    F32 = 0,
+    F16 = 1,
+    Int8 = 2,
+    Int4 = 3,
+    Int2 = 4,
+}
+
 /// Every pipeline, compiled once per device.
 #[derive(Debug)]
 pub struct Kernels {
+    gemm_module: wgpu::ShaderModule,
+    /// One explicit layout for every GEMM variant, so each binds the same six buffers whether or not its
+    /// weight type reads the scales.
+    gemm_layout: wgpu::PipelineLayout,
+    gemm_bind_layout: wgpu::BindGroupLayout,
     gemm: [wgpu::ComputePipeline; 6],
     pad_forward: wgpu::ComputePipeline,
     pad_backward: wgpu::ComputePipeline,
@@ -62,6 +77,55 @@ impl Kernels {
             let layers = module("layers.wgsl", include_str!("shaders/layers.wgsl"));
             let loss = module("loss.wgsl", include_str!("shaders/loss.wgsl"));
             let optimizer = module("optimizer.wgsl", include_str!("shaders/optimizer.wgsl"));
+            let storage = |binding: u32, read_only: bool| wgpu::BindGroupLayoutEntry {
+                binding,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: wgpu::BindingType::Buffer {
+                    ty: wgpu::BufferBindingType::Storage { read_only },
+                    has_dynamic_offset: false,
+                    min_binding_size: None,
+                },
+                count: None,
+            };
+            let uniform = wgpu::BindGroupLayoutEntry {
+                binding: 0,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: wgpu::BindingType::Buffer {
+                    ty: wgpu::BufferBindingType::Uniform,
+                    has_dynamic_offset: false,
+                    min_binding_size: None,
+                },
+                count: None,
+            };
+            let gemm_bind_layout = gpu.device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                label: Some("gemm"),
+                entries: &[
+                    uniform,
+                    storage(1, true),
+                    storage(2, true),
+                    storage(3, true),
+                    storage(4, false),
+                    storage(5, true),
+                ],
+            });
+            let gemm_layout = gpu.device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: Some("gemm"),
+                bind_group_layouts: &[Some(&gemm_bind_layout)],
+                immediate_size: 0,
+            });
+            let gemm_pipeline = |mode: GemmMode, dtype: WeightType| {
+                gpu.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                    label: Some("gemm"),
+                    layout: Some(&gemm_layout),
+                    module: &gemm,
+                    entry_point: Some("main"),
+                    compilation_options: wgpu::PipelineCompilationOptions {
+                        constants: &[("MODE", mode as u32 as f64), ("DTYPE", dtype as u32 as f64)],
+                        ..Default::default()
+                    },
+                    cache: None,
+                })
+            };
             let pipeline = |module: &wgpu::ShaderModule, entry: &str, constants: &[(&str, f64)]| {
                 gpu.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                     label: Some(entry),
@@ -72,8 +136,16 @@ impl Kernels {
                     cache: None,
                 })
             };
+            let modes = [
+                GemmMode::DenseForward,
+                GemmMode::ConvForward,
+                GemmMode::DenseInputGrad,
+                GemmMode::ConvInputGrad,
+                GemmMode::DenseWeightGrad,
+                GemmMode::ConvWeightGrad,
+            ];
             Kernels {
-                gemm: [0, 1, 2, 3, 4, 5].map(|mode| pipeline(&gemm, "main", &[("MODE", mode as f64)])),
+                gemm: modes.map(|mode| gemm_pipeline(mode, WeightType::F32)),
                 pad_forward: pipeline(&layers, "pad_forward", &[]),
                 pad_backward: pipeline(&layers, "pad_backward", &[]),
                 pool_forward: pipeline(&layers, "pool_forward", &[]),
@@ -85,7 +157,30 @@ impl Kernels {
                 sgd: pipeline(&optimizer, "sgd", &[]),
                 momentum: pipeline(&optimizer, "momentum", &[]),
                 adam: pipeline(&optimizer, "adam", &[]),
+                gemm_module: gemm,
+                gemm_layout,
+                gemm_bind_layout,
             }
+        })
+    }
+
+    /// A forward GEMM pipeline that dequantizes B from `dtype` (compiled on demand, at setup time).
+    pub fn packed_gemm(&self, gpu: &Gpu, mode: GemmMode, dtype: WeightType) -> Result<wgpu::ComputePipeline, GpuError> {
+        if dtype == WeightType::F32 {
+            return Ok(self.gemm[mode as usize].clone());
+        }
+        gpu.scoped(|| {
+            gpu.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some("gemm (packed)"),
+                layout: Some(&self.gemm_layout),
+                module: &self.gemm_module,
+                entry_point: Some("main"),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants: &[("MODE", mode as u32 as f64), ("DTYPE", dtype as u32 as f64)],
+                    ..Default::default()
+                },
+                cache: None,
+            })
         })
     }
 }
@@ -116,6 +211,18 @@ impl Op {
         buffers: &[(u32, &wgpu::Buffer)],
         groups: (u32, u32),
     ) -> Result<Op, GpuError> {
+        Self::with_layout(gpu, label, pipeline, &pipeline.get_bind_group_layout(0), params, buffers, groups)
+    }
+
+    fn with_layout(
+        gpu: &Gpu,
+        label: &'static str,
+        pipeline: &wgpu::ComputePipeline,
+        layout: &wgpu::BindGroupLayout,
+        params: &[u8],
+        buffers: &[(u32, &wgpu::Buffer)],
+        groups: (u32, u32),
+    ) -> Result<Op, GpuError> {
         gpu.scoped(|| {
             let params_buffer = gpu.uniform(label, params);
             let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: params_buffer.as_entire_binding() }];
@@ -126,7 +233,7 @@ impl Op {
             );
             let bind_group = gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
                 label: Some(label),
-                layout: &pipeline.get_bind_group_layout(0),
+                layout,
                 entries: &entries,
             });
             Op { pipeline: pipeline.clone(), bind_group, params: params_buffer, groups, label }
@@ -163,7 +270,8 @@ struct GemmParams {
     cin: u32,
     cout: u32,
     flags: u32,
-    pad: [u32; 3],
+    block: u32,
+    pad: [u32; 2],
 }
 
 /// Geometry of one conv or dense layer on a batch: `h = w = 1` for dense.
@@ -176,12 +284,21 @@ pub struct LayerGeometry {
     pub cout: usize,
 }
 
+/// B as stored: the value words, the scales (any buffer for f32 and f16) and the values per scale.
+#[derive(Clone, Copy, Debug)]
+pub struct PackedB<'a> {
+    pub words: &'a wgpu::Buffer,
+    pub scales: &'a wgpu::Buffer,
+    pub block: usize,
+}
+
 /// A matrix product in one of the [`GemmMode`]s.
 #[derive(Debug)]
 pub struct GemmOp {
     op: Op,
     mode: GemmMode,
     flags: u32,
+    block: usize,
 }
 
 impl GemmOp {
@@ -199,20 +316,42 @@ impl GemmOp {
         c: &wgpu::Buffer,
         dummy: &wgpu::Buffer,
     ) -> Result<GemmOp, GpuError> {
-        let flags = u32::from(bias.is_some()) | (u32::from(relu) << 1);
-        let (params, groups) = Self::layout(mode, geometry, flags);
-        let op = Op::new(
-            gpu,
-            "gemm",
-            &kernels.gemm[mode as usize],
-            bytemuck::bytes_of(&params),
-            &[(1, a), (2, b), (3, bias.unwrap_or(dummy)), (4, c)],
-            groups,
-        )?;
-        Ok(GemmOp { op, mode, flags })
+        let pipeline = &kernels.gemm[mode as usize];
+        let b = PackedB { words: b, scales: dummy, block: 0 };
+        Self::build(gpu, kernels, pipeline, mode, geometry, a, b, bias, relu, c, dummy)
     }
 
-    fn layout(mode: GemmMode, g: LayerGeometry, flags: u32) -> (GemmParams, (u32, u32)) {
+    /// As [`GemmOp::new`] with B stored as a packed tensor, dequantized by `pipeline` (from
+    /// [`Kernels::packed_gemm`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn build(
+        gpu: &Gpu,
+        kernels: &Kernels,
+        pipeline: &wgpu::ComputePipeline,
+        mode: GemmMode,
+        geometry: LayerGeometry,
+        a: &wgpu::Buffer,
+        b: PackedB<'_>,
+        bias: Option<&wgpu::Buffer>,
+        relu: bool,
+        c: &wgpu::Buffer,
+        dummy: &wgpu::Buffer,
+    ) -> Result<GemmOp, GpuError> {
+        let flags = u32::from(bias.is_some()) | (u32::from(relu) << 1);
+        let (params, groups) = Self::layout(mode, geometry, flags, b.block);
+        let op = Op::with_layout(
+            gpu,
+            "gemm",
+            pipeline,
+            &kernels.gemm_bind_layout,
+            bytemuck::bytes_of(&params),
+            &[(1, a), (2, b.words), (3, bias.unwrap_or(dummy)), (4, c), (5, b.scales)],
+            groups,
+        )?;
+        Ok(GemmOp { op, mode, flags, block: b.block })
+    }
+
+    fn layout(mode: GemmMode, g: LayerGeometry, flags: u32, block: usize) -> (GemmParams, (u32, u32)) {
         let pixels = g.batch * g.h * g.w;
         let (m, n, k) = match mode {
             GemmMode::DenseForward => (g.batch, g.cout, g.cin),
@@ -232,13 +371,14 @@ impl GemmOp {
             cin: g.cin as u32,
             cout: g.cout as u32,
             flags,
-            pad: [0; 3],
+            block: block as u32,
+            pad: [0; 2],
         };
         (params, (n.div_ceil(64) as u32, m.div_ceil(64) as u32))
     }
 
     pub fn set_geometry(&mut self, queue: &wgpu::Queue, geometry: LayerGeometry) {
-        let (params, groups) = Self::layout(self.mode, geometry, self.flags);
+        let (params, groups) = Self::layout(self.mode, geometry, self.flags, self.block);
         self.op.update(queue, bytemuck::bytes_of(&params), groups);
     }
 

@@ -4,11 +4,14 @@
 //! - [`context`]: opening a device, its limits, and [`GpuError`].
 //! - [`kernels`]: the compiled pipelines and one small op struct per dispatch (WGSL in `src/shaders/`).
 //! - [`network`]: a whole network on the device: forward, loss, backward and optimizer updates.
+//! - [`session`]: inference on a packed `.kiln` model, dequantizing in the shader.
 
 pub mod context;
 pub mod kernels;
 pub mod network;
+pub mod session;
 
 pub use context::{Gpu, GpuError};
 pub use kernels::{Kernels, UpdateRule};
 pub use network::{GpuNetwork, OptimizerSpec, StepScore};
+pub use session::GpuSession;

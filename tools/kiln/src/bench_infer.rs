@@ -27,6 +27,9 @@ pub struct BenchInferArgs {
     /// Kernel build: best (what this CPU runs fastest), portable, avx2+fma or avx512.
     #[arg(long, default_value = "best", value_parser = ["best", "portable", "avx2+fma", "avx512"])]
     pub isa: String,
+    /// Where to run: `cpu` (kiln-core's runtime) or `gpu` (GpuSession on the first wgpu adapter).
+    #[arg(long, default_value = "cpu", value_parser = ["cpu", "gpu"])]
+    pub device: String,
 }
 
 pub fn isa(name: &str) -> Result<Isa> {
@@ -77,6 +80,9 @@ pub fn cmd_bench_infer(args: BenchInferArgs) -> Result<()> {
         isa.name()
     );
 
+    if args.device == "gpu" {
+        return bench_gpu(&args, &model, len, flops);
+    }
     // Batch 1, one thread: latency.
     let images = digits(64, len);
     let mut arena = vec![0u32; model.arena_size(1).div_ceil(4)];
@@ -137,6 +143,55 @@ pub fn cmd_bench_infer(args: BenchInferArgs) -> Result<()> {
         if threads == 1 { "" } else { "s" },
         images_done / elapsed,
         images_done * flops / elapsed / 1e9,
+        args.batches
+    );
+    Ok(())
+}
+
+/// The same measurements through GpuSession: batch-1 latency (upload, dispatches, logits read back) and
+/// batched throughput.
+fn bench_gpu(args: &BenchInferArgs, model: &Model<'_>, len: usize, flops: f64) -> Result<()> {
+    let gpu = kiln_gpu::Gpu::new()?;
+    let kernels = kiln_gpu::Kernels::new(&gpu)?;
+    println!("device: GPU {}", gpu.describe());
+    let batch = args.batch as usize;
+    let mut session = kiln_gpu::GpuSession::with_kernels(
+        kiln_gpu::Gpu::from_device(&gpu.device, &gpu.queue),
+        &kernels,
+        model,
+        batch,
+    )?;
+    let images = digits(batch.max(64), len);
+    let mut logits = vec![0.0f32; batch * session.classes()];
+    let mut times = Vec::with_capacity(args.runs as usize);
+    for r in 0..3 + args.runs as usize {
+        let image = &images[(r % 64) * len..][..len];
+        let started = Instant::now();
+        session.run_pixels(image, 1, &mut logits)?;
+        if r >= 3 {
+            times.push(started.elapsed().as_secs_f64());
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    let pick = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
+    println!(
+        "batch 1:    median {:.3} ms, p90 {:.3} ms over {} runs ({:.1} GFLOP/s)",
+        pick(0.5) * 1e3,
+        pick(0.9) * 1e3,
+        times.len(),
+        flops / pick(0.5) / 1e9
+    );
+    session.run_pixels(&images[..batch * len], batch, &mut logits)?;
+    let started = Instant::now();
+    for _ in 0..args.batches {
+        session.run_pixels(&images[..batch * len], batch, &mut logits)?;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let done = (batch * args.batches as usize) as f64;
+    println!(
+        "batch {batch}: {:.1} images/s ({:.1} GFLOP/s), {} batches",
+        done / elapsed,
+        done * flops / elapsed / 1e9,
         args.batches
     );
     Ok(())

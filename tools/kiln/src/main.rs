@@ -208,9 +208,12 @@ struct BenchTrainArgs {
     warmup: u64,
     #[arg(long, default_value = "adam", value_parser = clap::builder::PossibleValuesParser::new(optim::NAMES))]
     optimizer: String,
-    /// Also print the time each layer takes, forward and backward.
+    /// Also print the time each layer takes, forward and backward (CPU only).
     #[arg(long)]
     profile: bool,
+    /// Where the steps run: gpu, cpu, or auto (a hardware GPU if there is one).
+    #[arg(long, default_value = "cpu", value_parser = ["auto", "gpu", "cpu"])]
+    device: String,
     #[command(flatten)]
     data: DataArgs,
 }
@@ -608,11 +611,15 @@ fn cmd_bench_train(args: BenchTrainArgs) -> Result<()> {
         seed: 1,
         augment_shift: 0,
     };
-    let mut trainer = Trainer::new(&mut model, &data.train, &config)?;
+    let device = open_device(&args.device)?;
+    let mut trainer = match &device {
+        Some((gpu, kernels)) => Trainer::new_on_gpu(&mut model, &data.train, &config, gpu, kernels)?,
+        None => Trainer::new(&mut model, &data.train, &config)?,
+    };
     for _ in 0..args.warmup {
         trainer.step()?;
     }
-    if args.profile {
+    if args.profile && !trainer.on_gpu() {
         let layers = trainer.network().layers.len();
         trainer.workspace_mut().start_profiling(layers);
     }
@@ -637,6 +644,13 @@ fn cmd_bench_train(args: BenchTrainArgs) -> Result<()> {
         median,
         ips * 3.0 * flops / 1e9
     );
+    if let Some(network) = trainer.gpu_network() {
+        println!(
+            "host → GPU per step: {} bytes (the batch, its labels and each tensor's update parameters); GPU → host: 8 bytes (cost and correct count); device memory {} bytes",
+            thousands(network.last_upload_bytes as usize),
+            thousands(network.device_bytes() as usize)
+        );
+    }
     let names = trainer.network().layer_names();
     if let Some(timings) = trainer.workspace_mut().timings() {
         let per_step = |secs: f64| secs * 1e3 / args.steps as f64;

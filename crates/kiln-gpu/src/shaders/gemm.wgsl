@@ -15,6 +15,11 @@
 // 16×64 of B are staged in workgroup memory per step (8 KiB, inside WebGPU's 16 KiB default).
 
 override MODE: u32 = 0u;
+// How B's values are stored (forward modes on packed models; training is always f32), dequantized as they are
+// loaded: 0 f32, 1 f16, 2 int8 (an f32 scale per output channel), 3 int4 and 4 int2 (an f16 scale per block of
+// `block` values; int2 levels are q + 0.5). Bit layouts are the .kiln format's (docs/FORMAT.md): little-endian,
+// low bits first. CPU reference: kiln-core format::Values::decode.
+override DTYPE: u32 = 0u;
 
 struct Params {
     m: u32,
@@ -28,16 +33,18 @@ struct Params {
     cout: u32,
     // bit 0: add bias; bit 1: ReLU.
     flags: u32,
-    _pad0: u32,
+    // Values per scale for int4 and int2.
+    block: u32,
     _pad1: u32,
     _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a_src: array<f32>;
-@group(0) @binding(2) var<storage, read> b_src: array<f32>;
+@group(0) @binding(2) var<storage, read> b_words: array<u32>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> c_out: array<f32>;
+@group(0) @binding(5) var<storage, read> b_scales: array<u32>;
 
 const TILE: u32 = 64u;
 const STEP: u32 = 16u;
@@ -82,6 +89,37 @@ fn load_a(row: u32, col: u32) -> f32 {
     }
 }
 
+fn half_at(words: u32, odd: bool) -> f32 {
+    let pair = unpack2x16float(words);
+    return select(pair.x, pair.y, odd);
+}
+
+// Value `i` (flat, row-major) of B as stored.
+fn weight(i: u32) -> f32 {
+    switch DTYPE {
+        case 1u: {
+            return half_at(b_words[i / 2u], (i & 1u) == 1u);
+        }
+        case 2u: {
+            let q = extractBits(i32(b_words[i / 4u]), 8u * (i % 4u), 8u);
+            return f32(q) * bitcast<f32>(b_scales[i % p.n]);
+        }
+        case 3u: {
+            let q = extractBits(i32(b_words[i / 8u]), 4u * (i % 8u), 4u);
+            let b = i / p.block;
+            return f32(q) * half_at(b_scales[b / 2u], (b & 1u) == 1u);
+        }
+        case 4u: {
+            let q = extractBits(i32(b_words[i / 16u]), 2u * (i % 16u), 2u);
+            let b = i / p.block;
+            return (f32(q) + 0.5) * half_at(b_scales[b / 2u], (b & 1u) == 1u);
+        }
+        default: {
+            return bitcast<f32>(b_words[i]);
+        }
+    }
+}
+
 fn load_b(row: u32, col: u32) -> f32 {
     if (row >= p.k || col >= p.n) {
         return 0.0;
@@ -89,16 +127,16 @@ fn load_b(row: u32, col: u32) -> f32 {
     switch MODE {
         case 2u: {
             // wᵀ: w is [cin, cout] = [n, k].
-            return b_src[col * p.k + row];
+            return weight(col * p.k + row);
         }
         case 3u: {
             // w'[(tap, o), ci] = w[(tap · cin + ci) · cout + o].
             let tap = row / p.cout;
             let o = row % p.cout;
-            return b_src[(tap * p.cin + col) * p.cout + o];
+            return weight((tap * p.cin + col) * p.cout + o);
         }
         default: {
-            return b_src[row * p.n + col];
+            return weight(row * p.n + col);
         }
     }
 }
