@@ -912,3 +912,26 @@ fn gpu_training_reaches_the_cpu_accuracy() {
     assert!((g - c).abs() <= 0.3, "GPU {g} % vs CPU {c} %\n{gpu}\n{cpu}");
     assert!(c > 94.0, "{cpu}");
 }
+
+/// With no GPU driver at all (the Vulkan loader pointed at nothing), `--device gpu` says how to get one and
+/// `--device auto` falls back to the CPU trainer.
+#[test]
+fn no_gpu_adapter_is_explained() {
+    let run = |device: &str| {
+        Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .args(["train", "--model", "fc3", "--steps", "2", "--show-mistakes", "0", "--device", device])
+            .current_dir(repo())
+            .env("VK_ICD_FILENAMES", "/nonexistent/icd.json")
+            .env("VK_DRIVER_FILES", "/nonexistent/icd.json")
+            .output()
+            .expect("kiln runs")
+    };
+    let out = run("gpu");
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("no GPU adapter found") && err.contains("mesa-vulkan-drivers"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let out = run("auto");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("Device: CPU (wgpu found no GPU adapter"), "{}", stdout(&out));
+}

@@ -160,8 +160,8 @@ fn open_device(choice: &str) -> Result<Option<(kiln_gpu::Gpu, kiln_gpu::Kernels)
                 );
                 Ok(None)
             }
-            Err(e) => {
-                println!("Device: CPU ({e})");
+            Err(_) => {
+                println!("Device: CPU (wgpu found no GPU adapter; --device gpu says how to get one)");
                 Ok(None)
             }
         },
