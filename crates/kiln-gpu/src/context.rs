@@ -53,7 +53,8 @@ impl Gpu {
         pollster::block_on(Self::open())
     }
 
-    async fn open() -> Result<Gpu, GpuError> {
+    /// [`Gpu::new`] for the browser, where nothing may block: the adapter and device come from promises.
+    pub async fn open() -> Result<Gpu, GpuError> {
         let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
         let adapter = instance
             .request_adapter(&wgpu::RequestAdapterOptions {
@@ -109,6 +110,16 @@ impl Gpu {
     /// Runs `make` inside out-of-memory and validation error scopes, so that a failure becomes an error
     /// value instead of wgpu's default panic.
     pub(crate) fn scoped<T>(&self, make: impl FnOnce() -> T) -> Result<T, GpuError> {
+        // In the browser an error scope resolves only after control returns to the event loop, so it cannot
+        // be awaited here; errors there reach the device's uncaptured-error handler (and the console).
+        #[cfg(target_arch = "wasm32")]
+        return Ok(make());
+        #[cfg(not(target_arch = "wasm32"))]
+        self.scoped_native(make)
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    fn scoped_native<T>(&self, make: impl FnOnce() -> T) -> Result<T, GpuError> {
         let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let invalid = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let value = make();

@@ -198,6 +198,35 @@ impl GpuSession {
     /// Runs `n` images (`input`: `[n, input]`, normalised) and writes their logits (`[n, classes]`) into
     /// `logits`.
     pub fn run(&mut self, input: &[f32], n: usize, logits: &mut [f32]) -> Result<(), GpuError> {
+        let out_len = self.submit(input, n, logits.len())?;
+        self.read_back(&mut logits[..out_len])
+    }
+
+    /// [`GpuSession::run`] for the browser, where the logits can only be read once the event loop has run:
+    /// awaits the mapping instead of blocking on it.
+    pub async fn run_async(&mut self, input: &[f32], n: usize, logits: &mut [f32]) -> Result<(), GpuError> {
+        let out_len = self.submit(input, n, logits.len())?;
+        let bytes = (out_len * 4) as u64;
+        let slice = self.staging.slice(..bytes);
+        let mapped = MapFuture::default();
+        let done = mapped.clone();
+        slice.map_async(wgpu::MapMode::Read, move |r| done.finish(r.is_ok()));
+        #[cfg(not(target_arch = "wasm32"))]
+        self.gpu.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| GpuError::Readback(e.to_string()))?;
+        if !mapped.await {
+            return Err(GpuError::Readback("mapping the logits failed (was the device lost?)".into()));
+        }
+        {
+            let view = slice.get_mapped_range().map_err(|e| GpuError::Readback(e.to_string()))?;
+            logits[..out_len].copy_from_slice(bytemuck::cast_slice(&view[..]));
+        }
+        self.staging.unmap();
+        Ok(())
+    }
+
+    /// Checks the request, writes the batch, records and submits the dispatches and the copy of the logits
+    /// to the staging buffer. Returns the number of logits.
+    fn submit(&mut self, input: &[f32], n: usize, out_capacity: usize) -> Result<usize, GpuError> {
         if n == 0 || n > self.max_batch {
             return Err(GpuError::Shape(format!("a batch of {n}; this session takes 1 to {}", self.max_batch)));
         }
@@ -208,12 +237,8 @@ impl GpuSession {
             return Err(GpuError::Shape(format!("input value {bad} is {}", input[bad])));
         }
         let out_len = n * self.classes;
-        if logits.len() < out_len {
-            return Err(GpuError::Shape(format!(
-                "{} logits requested, the output slice holds {}",
-                out_len,
-                logits.len()
-            )));
+        if out_capacity < out_len {
+            return Err(GpuError::Shape(format!("{out_len} logits requested, the output slice holds {out_capacity}")));
         }
         self.gpu.check_lost()?;
         if n != self.batch {
@@ -239,7 +264,7 @@ impl GpuSession {
         let logits_buffer = &self.activations[self.logits_in];
         encoder.copy_buffer_to_buffer(logits_buffer, 0, &self.staging, 0, Some((out_len * 4) as u64));
         self.gpu.queue.submit([encoder.finish()]);
-        self.read_back(&mut logits[..out_len])
+        Ok(out_len)
     }
 
     /// As [`GpuSession::run`] for 8-bit pixels, normalised as the model's metadata says.
@@ -252,6 +277,20 @@ impl GpuSession {
             *x = (p as f32 / 255.0 - self.mean) / self.std;
         }
         let result = self.run(&scratch[..pixels.len()], n, logits);
+        self.scratch = scratch;
+        result
+    }
+
+    /// [`GpuSession::run_pixels`] for the browser.
+    pub async fn run_pixels_async(&mut self, pixels: &[u8], n: usize, logits: &mut [f32]) -> Result<(), GpuError> {
+        if pixels.len() != n * self.input_len || n > self.max_batch {
+            return Err(GpuError::Shape(format!("{} pixels for {n} images of {}", pixels.len(), self.input_len)));
+        }
+        let mut scratch = std::mem::take(&mut self.scratch);
+        for (x, &p) in scratch.iter_mut().zip(pixels) {
+            *x = (p as f32 / 255.0 - self.mean) / self.std;
+        }
+        let result = self.run_async(&scratch[..pixels.len()], n, logits).await;
         self.scratch = scratch;
         result
     }
@@ -273,5 +312,37 @@ impl GpuSession {
         }
         self.staging.unmap();
         Ok(())
+    }
+}
+
+/// Resolves when a buffer mapping's callback has run (to `true` if it succeeded). A few lines instead of a
+/// channel crate: the callback stores the outcome and wakes the task.
+#[derive(Clone, Debug, Default)]
+struct MapFuture {
+    state: Arc<std::sync::Mutex<(Option<bool>, Option<std::task::Waker>)>>,
+}
+
+impl MapFuture {
+    fn finish(&self, ok: bool) {
+        if let Ok(mut state) = self.state.lock() {
+            state.0 = Some(ok);
+            if let Some(waker) = state.1.take() {
+                waker.wake();
+            }
+        }
+    }
+}
+
+impl std::future::Future for MapFuture {
+    type Output = bool;
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<bool> {
+        let Ok(mut state) = self.state.lock() else { return std::task::Poll::Ready(false) };
+        match state.0 {
+            Some(ok) => std::task::Poll::Ready(ok),
+            None => {
+                state.1 = Some(cx.waker().clone());
+                std::task::Poll::Pending
+            }
+        }
     }
 }

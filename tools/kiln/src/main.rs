@@ -19,6 +19,7 @@ use kiln_train::{eval, presets, weights};
 mod bench_infer;
 mod pack;
 mod predict;
+mod web;
 
 #[derive(Parser, Debug)]
 #[command(name = "kiln", version, about = "Train, pack and run small image classifiers.")]
@@ -45,6 +46,10 @@ enum Command {
     Inspect(pack::InspectArgs),
     /// Classify digit images (PNG/JPEG, any size and colour) with a `.kiln` model.
     Predict(predict::PredictArgs),
+    /// Pack a checkpoint for the browser demo: models, models.json and digits.json in the page's directory.
+    WebAssets(web::WebAssetsArgs),
+    /// Serve a directory (the demo page) on 127.0.0.1.
+    Serve(web::ServeArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -246,6 +251,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Convert(args) => pack::cmd_convert(*args),
         Command::Inspect(args) => pack::cmd_inspect(args),
         Command::Predict(args) => predict::cmd_predict(args),
+        Command::WebAssets(args) => web::cmd_web_assets(args),
+        Command::Serve(args) => web::cmd_serve(args),
     }
 }
 

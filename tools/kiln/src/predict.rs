@@ -17,6 +17,10 @@ pub struct PredictArgs {
     /// Also draw the 28x28 image the network sees, in text.
     #[arg(long)]
     pub preview: bool,
+    /// The images are already 28x28 network inputs (ink bright on dark, as the preprocessing makes them):
+    /// feed them as they are. For comparing with another runtime on the same input.
+    #[arg(long)]
+    pub raw: bool,
 }
 
 /// Reads an image file and turns it into the 28x28 MNIST-style digit.
@@ -34,6 +38,17 @@ pub fn load_digit(path: &std::path::Path) -> Result<[u8; SIDE * SIDE]> {
     Ok(digit)
 }
 
+/// Reads a 28x28 grayscale image as the network's input, unchanged.
+fn load_raw(path: &std::path::Path) -> Result<[u8; SIDE * SIDE]> {
+    let image = image::open(path).with_context(|| format!("reading {}", path.display()))?.to_luma8();
+    if (image.width() as usize, image.height() as usize) != (SIDE, SIDE) {
+        bail!("{}: --raw takes 28x28 images, this one is {}x{}", path.display(), image.width(), image.height());
+    }
+    let mut digit = [0u8; SIDE * SIDE];
+    digit.copy_from_slice(image.as_raw());
+    Ok(digit)
+}
+
 pub fn cmd_predict(args: PredictArgs) -> Result<()> {
     let bytes = std::fs::read(&args.model).with_context(|| format!("reading {}", args.model.display()))?;
     let model =
@@ -47,7 +62,7 @@ pub fn cmd_predict(args: PredictArgs) -> Result<()> {
     let meta = *model.metadata();
     let mut failures = 0;
     for path in &args.images {
-        let digit = match load_digit(path) {
+        let digit = match if args.raw { load_raw(path) } else { load_digit(path) } {
             Ok(d) => d,
             Err(e) => {
                 eprintln!("error: {e:#}");
