@@ -15,9 +15,9 @@ python3 -c 'import safetensors, numpy' 2>/dev/null ||
   python3 -m pip install --quiet --break-system-packages safetensors numpy
 
 # The C API test runs its C program under valgrind; the wasm test runs the runtime in Node; the GPU tests
-# run on Mesa's CPU Vulkan driver (lavapipe) when the machine has no GPU.
-for pair in valgrind:valgrind node:nodejs /usr/share/vulkan/icd.d/lvp_icd.x86_64.json:mesa-vulkan-drivers \
-  /usr/lib/x86_64-linux-gnu/libvulkan.so.1:libvulkan1; do
+# run on Mesa's CPU Vulkan driver (lavapipe) when the machine has no GPU; the browser tests drive Chromium.
+for pair in valgrind:valgrind node:nodejs npm:npm chromium:chromium \
+  /usr/share/vulkan/icd.d/lvp_icd.x86_64.json:mesa-vulkan-drivers /usr/lib/x86_64-linux-gnu/libvulkan.so.1:libvulkan1; do
   tool=${pair%%:*} package=${pair##*:}
   if [[ $tool == /* ]]; then [ -e "$tool" ] && continue; else command -v "$tool" >/dev/null && continue; fi
   if [ "$(id -u)" = 0 ]; then
@@ -37,3 +37,14 @@ cargo build -p kiln-core --target thumbv7em-none-eabihf --release --features ser
 
 echo "== tests"
 cargo test --workspace --release
+
+# The browser demo: build the page (wasm-bindgen-cli is installed by web/build.sh) with models packed from a
+# quickly trained ConvNet4, then the Playwright suite in Chromium on both paths (WebGPU and wasm).
+echo "== browser tests"
+target=${CARGO_TARGET_DIR:-target}
+ckpt=$(mktemp -d /tmp/kiln-web-ckpt.XXXXXX)
+cargo run --release -q -p kiln -- train --model convnet4 --steps 200 --device cpu --ckpt-dir "$ckpt" --show-mistakes 0 >/dev/null
+web/build.sh "$ckpt"
+rm -rf "$ckpt"
+[ -d web/tests/node_modules/playwright-core ] || npm ci --prefix web/tests --no-audit --no-fund
+npm test --prefix web/tests

@@ -16,7 +16,7 @@ import { deflateSync } from 'node:zlib';
 import { chromium } from 'playwright-core';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
-const kilnBin = process.env.KILN_BIN ?? join(root, process.env.CARGO_TARGET_DIR ?? 'target', 'release/kiln');
+const kilnBin = process.env.KILN_BIN ?? resolve(root, process.env.CARGO_TARGET_DIR ?? 'target', 'release/kiln');
 const dist = resolve(root, process.env.KILN_DIST ?? 'web/dist');
 const artifacts = resolve(root, process.env.KILN_ARTIFACTS ?? 'web/tests/artifacts');
 const browserPath = process.env.CHROMIUM ?? '/usr/bin/chromium';
