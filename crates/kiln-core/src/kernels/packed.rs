@@ -98,6 +98,8 @@ fn dispatch<S: Fn(usize, usize) -> Option<usize>>(isa: Isa, g: &Gemm<'_, S>, out
         ))]
         return x86::gemm_avx2_fma(g, output);
     }
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    return gemm::<false, 4, S, wasm::Simd128>(g, output);
     #[allow(unreachable_code)]
     gemm::<false, 1, S, Portable<false>>(g, output)
 }
@@ -183,6 +185,53 @@ mod x86 {
             let xs = xs.map(|x| x.as_ptr());
             // SAFETY: bounds checked above; AVX-512F was detected before this build was chosen.
             unsafe { sweep::<PIX>(&xs, values[c..].as_ptr(), stride, rows, out.as_mut_ptr(), &offsets) }
+        }
+    }
+}
+
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[allow(unsafe_code)]
+mod wasm {
+    use super::*;
+    use core::arch::wasm32::*;
+
+    /// wasm SIMD: eight output channels (two vectors) at a time for `PIX` pixels, so the accumulators and
+    /// the two weight vectors fit the 16 registers the browser's JIT maps them to on x86-64. Multiply, then
+    /// add (wasm has no fused multiply-add), in the portable build's order: the same results.
+    pub(super) enum Simd128 {}
+
+    impl<const PIX: usize> Micro<PIX> for Simd128 {
+        #[inline(always)]
+        fn group(xs: [&[f32]; PIX], panel: Panel<'_>, c: usize, out: &mut [f32], offsets: [usize; PIX]) {
+            let Panel { values, stride, rows } = panel;
+            // Every access below is inside these bounds.
+            assert!(rows == 0 || (rows - 1) * stride + c + TILE_COLS <= values.len());
+            assert!(xs.iter().all(|x| x.len() >= rows));
+            assert!(offsets.iter().all(|&offset| offset + TILE_COLS <= out.len()));
+            let (w, o) = (values[c..].as_ptr(), out.as_mut_ptr());
+            for sub in (0..TILE_COLS).step_by(8) {
+                // SAFETY (every pointer access): inside the bounds asserted above; unaligned loads are allowed.
+                unsafe {
+                    let mut acc: [[v128; 2]; PIX] = core::array::from_fn(|p| {
+                        let at = o.add(offsets[p] + sub);
+                        [v128_load(at.cast()), v128_load(at.add(4).cast())]
+                    });
+                    for j in 0..rows {
+                        let row = w.add(j * stride + sub);
+                        let (w0, w1) = (v128_load(row.cast()), v128_load(row.add(4).cast()));
+                        for (a, x) in acc.iter_mut().zip(&xs) {
+                            let v = f32x4_splat(*x.get_unchecked(j));
+                            a[0] = f32x4_add(a[0], f32x4_mul(v, w0));
+                            a[1] = f32x4_add(a[1], f32x4_mul(v, w1));
+                        }
+                    }
+                    for (p, a) in acc.iter().enumerate() {
+                        let at = o.add(offsets[p] + sub);
+                        v128_store(at.cast(), a[0]);
+                        v128_store(at.add(4).cast(), a[1]);
+                    }
+                }
+            }
         }
     }
 }
