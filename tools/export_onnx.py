@@ -73,6 +73,9 @@ def main(src, dst):
         inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    # Opset 17 needs no newer IR than 8; a recent onnx package stamps its own (14), which onnxruntime-web
+    # 1.30 refuses (it reads up to 13).
+    model.ir_version = 8
     onnx.checker.check_model(model)
     onnx.save(model, dst)
     print(f"wrote {dst}")

@@ -216,14 +216,16 @@ mod wasm {
                         let at = o.add(offsets[p] + sub);
                         [v128_load(at.cast()), v128_load(at.add(4).cast())]
                     });
+                    let xp: [*const f32; PIX] = core::array::from_fn(|p| xs[p].as_ptr());
+                    let mut row = w.add(sub);
                     for j in 0..rows {
-                        let row = w.add(j * stride + sub);
                         let (w0, w1) = (v128_load(row.cast()), v128_load(row.add(4).cast()));
-                        for (a, x) in acc.iter_mut().zip(&xs) {
-                            let v = f32x4_splat(*x.get_unchecked(j));
+                        for (a, x) in acc.iter_mut().zip(&xp) {
+                            let v = v128_load32_splat(x.add(j).cast());
                             a[0] = f32x4_add(a[0], f32x4_mul(v, w0));
                             a[1] = f32x4_add(a[1], f32x4_mul(v, w1));
                         }
+                        row = row.add(stride);
                     }
                     for (p, a) in acc.iter().enumerate() {
                         let at = o.add(offsets[p] + sub);
