@@ -38,6 +38,22 @@ fi
 echo "== models from $ckpt"
 "$kiln" web-assets "$ckpt" --out "$out"
 
+# bench.html also runs onnxruntime-web on the same weights exported to ONNX: both are optional extras.
+ort=web/tests/node_modules/onnxruntime-web/dist
+if [ -d "$ort" ]; then
+  mkdir -p "$out/ort"
+  cp "$ort/ort.wasm.min.mjs" "$ort/ort-wasm-simd-threaded.mjs" "$ort/ort-wasm-simd-threaded.wasm" "$out/ort/"
+else
+  echo "note: no onnxruntime-web (npm ci --prefix web/tests): bench.html will measure Kiln alone"
+fi
+source_file=$ckpt
+[ -d "$ckpt" ] && source_file=$(ls -t "$ckpt"/*.safetensors | head -1)
+if python3 -c 'import onnx, safetensors, numpy' 2>/dev/null; then
+  python3 tools/export_onnx.py "$source_file" "$out/models/convnet4.onnx"
+else
+  echo "note: no python3 onnx package (pip install onnx safetensors numpy): bench.html will measure Kiln alone"
+fi
+
 echo "== download sizes (gzip -9)"
 total=0
 for f in index.html style.css app.js kiln_web.js kiln_web_bg.wasm models.json models/model-int8.kiln; do
