@@ -46,5 +46,6 @@ ckpt=$(mktemp -d /tmp/kiln-web-ckpt.XXXXXX)
 cargo run --release -q -p kiln -- train --model convnet4 --steps 200 --device cpu --ckpt-dir "$ckpt" --show-mistakes 0 >/dev/null
 web/build.sh "$ckpt"
 rm -rf "$ckpt"
-[ -d web/tests/node_modules/playwright-core ] || npm ci --prefix web/tests --no-audit --no-fund
+# onnxruntime-web (139 MB, for bench.html only) is optional: the tests do not need it.
+[ -d web/tests/node_modules/playwright-core ] || npm ci --prefix web/tests --omit=optional --no-audit --no-fund
 npm test --prefix web/tests

@@ -252,3 +252,22 @@ test('the page keeps working offline once loaded', async () => {
     await context.close();
   }
 });
+
+test('a WebGPU device that fails falls back to wasm and says so', async () => {
+  const context = await launch(true);
+  try {
+    // The adapter exists, but opening a device on it fails (as a driver fault or a lost device would).
+    await context.addInitScript(() => {
+      GPUAdapter.prototype.requestDevice = () => Promise.reject(new Error('simulated device failure'));
+    });
+    const { page, errors } = await open(context);
+    const backend = await page.locator('#backend').textContent();
+    assert.match(backend, /^wasm CPU.*WebGPU failed: .*simulated device failure/);
+    await page.locator('#digits button').first().click();
+    await page.evaluate(() => window.kiln.settled());
+    assert.ok(await page.evaluate(() => window.kiln.last?.class >= 0), 'predictions continue on the CPU');
+    assert.deepEqual(errors, []);
+  } finally {
+    await context.close();
+  }
+});
