@@ -284,6 +284,18 @@ pub struct LayerGeometry {
     pub cout: usize,
 }
 
+impl LayerGeometry {
+    /// A conv or dense layer's geometry on `batch` images of shape `input`: a dense layer sees each image
+    /// as one pixel of `input.len()` channels.
+    pub fn of(conv: bool, input: kiln_core::Shape, cout: usize, batch: usize) -> LayerGeometry {
+        if conv {
+            LayerGeometry { batch, h: input.h, w: input.w, cin: input.c, cout }
+        } else {
+            LayerGeometry { batch, h: 1, w: 1, cin: input.len(), cout }
+        }
+    }
+}
+
 /// B as stored: the value words, the scales (any buffer for f32 and f16) and the values per scale.
 #[derive(Clone, Copy, Debug)]
 pub struct PackedB<'a> {

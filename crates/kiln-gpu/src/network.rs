@@ -38,30 +38,16 @@ impl OptimizerSpec {
 /// One forward or backward step, in order.
 #[derive(Debug)]
 enum Step {
-    Gemm(GemmOp, LayerGeometryFn),
+    /// The geometry at the largest batch; `resize` swaps in the batch size.
+    Gemm(GemmOp, LayerGeometry),
     Layer(LayerOp, (usize, usize, usize)),
     BiasGrad(ColumnSumsOp, (usize, usize)),
-}
-
-/// How a step's geometry follows the batch size: per-image rows (`h·w` pixels) and channels.
-#[derive(Clone, Copy, Debug)]
-struct LayerGeometryFn {
-    h: usize,
-    w: usize,
-    cin: usize,
-    cout: usize,
-}
-
-impl LayerGeometryFn {
-    fn at(self, batch: usize) -> LayerGeometry {
-        LayerGeometry { batch, h: self.h, w: self.w, cin: self.cin, cout: self.cout }
-    }
 }
 
 impl Step {
     fn resize(&mut self, queue: &wgpu::Queue, batch: usize) {
         match self {
-            Step::Gemm(op, g) => op.set_geometry(queue, g.at(batch)),
+            Step::Gemm(op, g) => op.set_geometry(queue, LayerGeometry { batch, ..*g }),
             Step::Layer(op, (h, w, c)) => op.set_shape(queue, (batch, *h, *w, *c)),
             Step::BiasGrad(op, (pixels, cout)) => op.set_rows(queue, (batch * *pixels, *cout)),
         }
@@ -206,25 +192,11 @@ impl<'g> GpuNetwork<'g> {
                 Layer::Conv2d { filters } | Layer::Dense { units: filters } => {
                     let p = param_of[i].expect("conv and dense have parameters");
                     let conv = matches!(layers[i], Layer::Conv2d { .. });
-                    let shape = if conv {
-                        LayerGeometryFn { h, w, cin: c, cout: filters }
-                    } else {
-                        LayerGeometryFn { h: 1, w: 1, cin: shapes[i].len(), cout: filters }
-                    };
+                    let shape = LayerGeometry::of(conv, shapes[i], filters, max_batch);
                     let mode = if conv { GemmMode::ConvForward } else { GemmMode::DenseForward };
                     let (weights, bias) = (&param_buffers[p], &param_buffers[p + 1]);
-                    let op = GemmOp::new(
-                        gpu,
-                        kernels_ref,
-                        mode,
-                        shape.at(max_batch),
-                        src,
-                        weights,
-                        Some(bias),
-                        fuse_relu,
-                        dst,
-                        &dummy,
-                    )?;
+                    let op =
+                        GemmOp::new(gpu, kernels_ref, mode, shape, src, weights, Some(bias), fuse_relu, dst, &dummy)?;
                     forward.push(Step::Gemm(op, shape));
                     if fuse_relu {
                         i += 1; // the ReLU ran in the epilogue
@@ -305,17 +277,13 @@ impl<'g> GpuNetwork<'g> {
                     Layer::Conv2d { filters } | Layer::Dense { units: filters } => {
                         let p = param_of[i].expect("conv and dense have parameters");
                         let conv = matches!(layers[i], Layer::Conv2d { .. });
-                        let shape = if conv {
-                            LayerGeometryFn { h, w, cin: c, cout: filters }
-                        } else {
-                            LayerGeometryFn { h: 1, w: 1, cin: shapes[i].len(), cout: filters }
-                        };
+                        let shape = LayerGeometry::of(conv, shapes[i], filters, max_batch);
                         let (weight_mode, input_mode) = if conv {
                             (GemmMode::ConvWeightGrad, GemmMode::ConvInputGrad)
                         } else {
                             (GemmMode::DenseWeightGrad, GemmMode::DenseInputGrad)
                         };
-                        let g = shape.at(max_batch);
+                        let g = shape;
                         let op =
                             GemmOp::new(gpu, kernels_ref, weight_mode, g, input, grad, None, false, &grads[p], &dummy)?;
                         backward.push(Step::Gemm(op, shape));

@@ -113,11 +113,7 @@ impl GpuSession {
                     let bias_buffer = upload(&gpu, bias.name, bias.data)?;
                     let conv = matches!(layers[i], Layer::Conv2d { .. });
                     let mode = if conv { GemmMode::ConvForward } else { GemmMode::DenseForward };
-                    let geometry = if conv {
-                        LayerGeometry { batch: max_batch, h, w, cin: c, cout: filters }
-                    } else {
-                        LayerGeometry { batch: max_batch, h: 1, w: 1, cin: shapes[i].len(), cout: filters }
-                    };
+                    let geometry = LayerGeometry::of(conv, shapes[i], filters, max_batch);
                     let pipeline = kernels.packed_gemm(&gpu, mode, weight_type(weights.dtype))?;
                     let b = PackedB { words: &words, scales: &scales, block: weights.block.max(1) };
                     let op = GemmOp::build(
