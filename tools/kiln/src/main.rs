@@ -232,6 +232,15 @@ fn positive_f32(s: &str) -> Result<f32, String> {
 }
 
 fn main() {
+    // Mesa's Vulkan drivers print "error: XDG_RUNTIME_DIR is invalid" on a headless machine while wgpu looks
+    // for an adapter, though Kiln never opens a display. Give them a directory so a user sees no false alarm.
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+        // SAFETY: the first statement of main, before any other thread exists.
+        #[allow(unsafe_code)]
+        unsafe {
+            std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir())
+        };
+    }
     let cli = Cli::parse();
     if let Err(err) = run(cli) {
         eprintln!("error: {err:#}");
