@@ -5,6 +5,7 @@
 //! buffers rather than push constants, which WebGPU does not have.
 
 use bytemuck::{Pod, Zeroable};
+use kiln_core::format::DType;
 
 use crate::context::{Gpu, GpuError};
 
@@ -30,16 +31,6 @@ pub enum UpdateRule {
     Sgd,
     Momentum,
     Adam,
-}
-
-/// How a GEMM's B operand is stored (the DTYPE override in gemm.wgsl; the .kiln format's dtypes).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum WeightType {
-    F32 = 0,
-    F16 = 1,
-    Int8 = 2,
-    Int4 = 3,
-    Int2 = 4,
 }
 
 /// Every pipeline, compiled once per device.
@@ -113,14 +104,14 @@ impl Kernels {
                 bind_group_layouts: &[Some(&gemm_bind_layout)],
                 immediate_size: 0,
             });
-            let gemm_pipeline = |mode: GemmMode, dtype: WeightType| {
+            let gemm_pipeline = |mode: GemmMode, dtype: DType| {
                 gpu.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                     label: Some("gemm"),
                     layout: Some(&gemm_layout),
                     module: &gemm,
                     entry_point: Some("main"),
                     compilation_options: wgpu::PipelineCompilationOptions {
-                        constants: &[("MODE", mode as u32 as f64), ("DTYPE", dtype as u32 as f64)],
+                        constants: &[("MODE", mode as u32 as f64), ("DTYPE", f64::from(dtype.code()))],
                         ..Default::default()
                     },
                     cache: None,
@@ -145,7 +136,7 @@ impl Kernels {
                 GemmMode::ConvWeightGrad,
             ];
             Kernels {
-                gemm: modes.map(|mode| gemm_pipeline(mode, WeightType::F32)),
+                gemm: modes.map(|mode| gemm_pipeline(mode, DType::F32)),
                 pad_forward: pipeline(&layers, "pad_forward", &[]),
                 pad_backward: pipeline(&layers, "pad_backward", &[]),
                 pool_forward: pipeline(&layers, "pool_forward", &[]),
@@ -165,8 +156,8 @@ impl Kernels {
     }
 
     /// A forward GEMM pipeline that dequantizes B from `dtype` (compiled on demand, at setup time).
-    pub fn packed_gemm(&self, gpu: &Gpu, mode: GemmMode, dtype: WeightType) -> Result<wgpu::ComputePipeline, GpuError> {
-        if dtype == WeightType::F32 {
+    pub fn packed_gemm(&self, gpu: &Gpu, mode: GemmMode, dtype: DType) -> Result<wgpu::ComputePipeline, GpuError> {
+        if dtype == DType::F32 {
             return Ok(self.gemm[mode as usize].clone());
         }
         gpu.scoped(|| {
@@ -176,7 +167,7 @@ impl Kernels {
                 module: &self.gemm_module,
                 entry_point: Some("main"),
                 compilation_options: wgpu::PipelineCompilationOptions {
-                    constants: &[("MODE", mode as u32 as f64), ("DTYPE", dtype as u32 as f64)],
+                    constants: &[("MODE", mode as u32 as f64), ("DTYPE", f64::from(dtype.code()))],
                     ..Default::default()
                 },
                 cache: None,

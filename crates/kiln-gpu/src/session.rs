@@ -12,7 +12,7 @@ use kiln_core::format::DType;
 use kiln_core::network::{Layer, Shape};
 
 use crate::context::{Gpu, GpuError};
-use crate::kernels::{GemmMode, GemmOp, Kernels, LayerGeometry, LayerOp, LayerPass, PackedB, WeightType};
+use crate::kernels::{GemmMode, GemmOp, Kernels, LayerGeometry, LayerOp, LayerPass, PackedB};
 
 #[derive(Debug)]
 enum Step {
@@ -41,16 +41,6 @@ pub struct GpuSession {
     scratch: Vec<f32>,
     /// Set by the map callback: 1 done, 2 failed.
     mapped: Arc<AtomicU8>,
-}
-
-fn weight_type(dtype: DType) -> WeightType {
-    match dtype {
-        DType::F32 => WeightType::F32,
-        DType::F16 => WeightType::F16,
-        DType::Int8 => WeightType::Int8,
-        DType::Int4 => WeightType::Int4,
-        DType::Int2 => WeightType::Int2,
-    }
 }
 
 impl GpuSession {
@@ -114,7 +104,7 @@ impl GpuSession {
                     let conv = matches!(layers[i], Layer::Conv2d { .. });
                     let mode = if conv { GemmMode::ConvForward } else { GemmMode::DenseForward };
                     let geometry = LayerGeometry::of(conv, shapes[i], filters, max_batch);
-                    let pipeline = kernels.packed_gemm(&gpu, mode, weight_type(weights.dtype))?;
+                    let pipeline = kernels.packed_gemm(&gpu, mode, weights.dtype)?;
                     let b = PackedB { words: &words, scales: &scales, block: weights.block.max(1) };
                     let op = GemmOp::build(
                         &gpu,

@@ -16,10 +16,11 @@
 
 override MODE: u32 = 0u;
 // How B's values are stored (forward modes on packed models; training is always f32), dequantized as they are
-// loaded: 0 f32, 1 f16, 2 int8 (an f32 scale per output channel), 3 int4 and 4 int2 (an f16 scale per block of
+// loaded, numbered by the .kiln dtype codes: 1 f32, 2 f16, 3 int8 (an f32 scale per output channel), 4 int4 and
+// 5 int2 (an f16 scale per block of
 // `block` values; int2 levels are q + 0.5). Bit layouts are the .kiln format's (docs/FORMAT.md): little-endian,
 // low bits first. CPU reference: kiln-core format::Values::decode.
-override DTYPE: u32 = 0u;
+override DTYPE: u32 = 1u;
 
 struct Params {
     m: u32,
@@ -97,19 +98,19 @@ fn half_at(words: u32, odd: bool) -> f32 {
 // Value `i` (flat, row-major) of B as stored.
 fn weight(i: u32) -> f32 {
     switch DTYPE {
-        case 1u: {
+        case 2u: {
             return half_at(b_words[i / 2u], (i & 1u) == 1u);
         }
-        case 2u: {
+        case 3u: {
             let q = extractBits(i32(b_words[i / 4u]), 8u * (i % 4u), 8u);
             return f32(q) * bitcast<f32>(b_scales[i % p.n]);
         }
-        case 3u: {
+        case 4u: {
             let q = extractBits(i32(b_words[i / 8u]), 4u * (i % 8u), 4u);
             let b = i / p.block;
             return f32(q) * half_at(b_scales[b / 2u], (b & 1u) == 1u);
         }
-        case 4u: {
+        case 5u: {
             let q = extractBits(i32(b_words[i / 16u]), 2u * (i % 16u), 2u);
             let b = i / p.block;
             return (f32(q) + 0.5) * half_at(b_scales[b / 2u], (b & 1u) == 1u);

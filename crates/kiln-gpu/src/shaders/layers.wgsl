@@ -31,6 +31,11 @@ fn element(wid: vec3<u32>, lid: vec3<u32>, groups: vec3<u32>) -> u32 {
     return (wid.y * groups.x + wid.x) * 256u + lid.x;
 }
 
+// (image, y, x, channel) of flat index `i` into a [batch, h, w, c] tensor.
+fn nhwc(i: u32, h: u32, w: u32, c: u32) -> vec4<u32> {
+    return vec4<u32>(i / (c * w * h), (i / (c * w)) % h, (i / c) % w, i % c);
+}
+
 // x [batch, h, w, c] → y [batch, out_h, out_w, c], zeros around.
 @compute @workgroup_size(256)
 fn pad_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
@@ -39,10 +44,11 @@ fn pad_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
     if (i >= p.len) {
         return;
     }
-    let ch = i % p.c;
-    let ox = (i / p.c) % p.out_w;
-    let oy = (i / (p.c * p.out_w)) % p.out_h;
-    let image = i / (p.c * p.out_w * p.out_h);
+    let at = nhwc(i, p.out_h, p.out_w, p.c);
+    let image = at.x;
+    let oy = at.y;
+    let ox = at.z;
+    let ch = at.w;
     let y = i32(oy) - i32(p.top);
     let x = i32(ox) - i32(p.left);
     var v = 0.0;
@@ -60,10 +66,11 @@ fn pad_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
     if (i >= p.len) {
         return;
     }
-    let ch = i % p.c;
-    let x = (i / p.c) % p.w;
-    let y = (i / (p.c * p.w)) % p.h;
-    let image = i / (p.c * p.w * p.h);
+    let at = nhwc(i, p.h, p.w, p.c);
+    let image = at.x;
+    let y = at.y;
+    let x = at.z;
+    let ch = at.w;
     dst[i] = src[((image * p.out_h + y + p.top) * p.out_w + x + p.left) * p.c + ch];
 }
 
@@ -75,10 +82,11 @@ fn pool_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
     if (i >= p.len) {
         return;
     }
-    let ch = i % p.c;
-    let ox = (i / p.c) % p.out_w;
-    let oy = (i / (p.c * p.out_w)) % p.out_h;
-    let image = i / (p.c * p.out_w * p.out_h);
+    let at = nhwc(i, p.out_h, p.out_w, p.c);
+    let image = at.x;
+    let oy = at.y;
+    let ox = at.z;
+    let ch = at.w;
     var best = 0.0;
     var best_at = 0u;
     for (var pos = 0u; pos < 4u; pos++) {
@@ -102,10 +110,11 @@ fn pool_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
     if (i >= p.len) {
         return;
     }
-    let ch = i % p.c;
-    let x = (i / p.c) % p.w;
-    let y = (i / (p.c * p.w)) % p.h;
-    let image = i / (p.c * p.w * p.h);
+    let at = nhwc(i, p.h, p.w, p.c);
+    let image = at.x;
+    let y = at.y;
+    let x = at.z;
+    let ch = at.w;
     let oy = y / 2u;
     let ox = x / 2u;
     var g = 0.0;
