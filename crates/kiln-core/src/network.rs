@@ -2,6 +2,8 @@
 
 use core::fmt;
 
+use crate::plan::Plan;
+
 /// The per-image shape of an activation, NHWC without the batch. A flat vector is `1 x 1 x c`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
@@ -189,35 +191,20 @@ impl Layer {
     }
 }
 
-/// Walks `layers` from `input`, checking every layer, and returns the final output shape.
+/// Checks every layer and returns the final output shape ([`Plan::new`]).
 pub fn infer(layers: &[Layer], input: Shape) -> Result<Shape, NetworkError> {
-    if input.checked_len().unwrap_or(0) == 0 {
-        return Err(NetworkError::ZeroSize { layer: 0 });
-    }
-    layers.iter().enumerate().try_fold(input, |shape, (i, layer)| layer.output_shape(i, shape))
+    Ok(Plan::new(layers, input)?.output())
 }
 
-/// The largest per-image activation along the network, input and output included: the size of
-/// each of two ping-pong buffers that are enough to run it.
+/// The largest per-image activation along the network, input and output included
+/// ([`Plan::max_activation_len`]).
 pub fn max_activation_len(layers: &[Layer], input: Shape) -> Result<usize, NetworkError> {
-    let mut shape = input;
-    let mut max = input.checked_len().ok_or(NetworkError::Overflow { layer: 0 })?;
-    for (i, layer) in layers.iter().enumerate() {
-        shape = layer.output_shape(i, shape)?;
-        max = max.max(shape.len());
-    }
-    Ok(max)
+    Ok(Plan::new(layers, input)?.max_activation_len())
 }
 
-/// Total trainable parameters.
+/// Total trainable parameters ([`Plan::param_count`]).
 pub fn param_count(layers: &[Layer], input: Shape) -> Result<usize, NetworkError> {
-    let mut shape = input;
-    let mut total = 0usize;
-    for (i, layer) in layers.iter().enumerate() {
-        total = total.checked_add(layer.param_count(shape)).ok_or(NetworkError::Overflow { layer: i })?;
-        shape = layer.output_shape(i, shape)?;
-    }
-    Ok(total)
+    Ok(Plan::new(layers, input)?.param_count())
 }
 
 #[cfg(test)]

@@ -3,7 +3,8 @@
 use core::fmt;
 
 use crate::kernels::{self, LengthError};
-use crate::network::{self, Layer, NetworkError, Shape};
+use crate::network::{Layer, NetworkError, Shape};
+use crate::plan::Plan;
 
 /// The weights and bias of one parametric layer.
 #[derive(Clone, Copy, Debug)]
@@ -97,7 +98,8 @@ pub fn forward<'s>(
     scratch_a: &'s mut [f32],
     scratch_b: &'s mut [f32],
 ) -> Result<&'s [f32], ForwardError> {
-    let max = n * network::max_activation_len(layers, input_shape)?;
+    let plan = Plan::new(layers, input_shape)?;
+    let max = n * plan.max_activation_len();
     for got in [scratch_a.len(), scratch_b.len()] {
         if got < max {
             return Err(ForwardError::ScratchTooSmall { needed: max, got });
@@ -107,24 +109,20 @@ pub fn forward<'s>(
     kernels::check("input", input.len(), first_len).map_err(|error| ForwardError::Length { layer: 0, error })?;
     scratch_a[..first_len].copy_from_slice(input);
 
+    // The reference runs every layer out of place, so it tests the in-place paths of the fast ones.
     let (mut src, mut dst) = (scratch_a, scratch_b);
-    let mut shape = input_shape;
-    let mut next_param = 0;
-    for (i, layer) in layers.iter().enumerate() {
-        let p = if layer.has_params() {
-            let p = params.get(next_param).copied().ok_or(ForwardError::MissingParams { layer: i })?;
-            next_param += 1;
-            Some(p)
-        } else {
-            None
+    for step in plan.steps() {
+        let p = match step.params {
+            Some(slot) => {
+                Some(params.get(slot.index).copied().ok_or(ForwardError::MissingParams { layer: step.index })?)
+            }
+            None => None,
         };
-        let out_shape = layer.output_shape(i, shape)?;
-        let (in_len, out_len) = (n * shape.len(), n * out_shape.len());
-        forward_layer(i, layer, shape, n, &src[..in_len], p, &mut dst[..out_len])?;
+        let (in_len, out_len) = (n * step.input.len(), n * step.output.len());
+        forward_layer(step.index, &step.layer, step.input, n, &src[..in_len], p, &mut dst[..out_len])?;
         core::mem::swap(&mut src, &mut dst);
-        shape = out_shape;
     }
-    Ok(&src[..n * shape.len()])
+    Ok(&src[..n * plan.output().len()])
 }
 
 #[cfg(test)]

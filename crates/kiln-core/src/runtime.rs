@@ -6,6 +6,7 @@
 
 use crate::format::Model;
 use crate::kernels::{self, Isa, LengthError};
+use crate::network::{Layer, Shape};
 use crate::reference::{self, ForwardError};
 
 /// Values each of the two scratch buffers needs to run `model` on `n` images.
@@ -61,39 +62,51 @@ pub(crate) fn run_layers<'s>(
     a: &'s mut [f32],
     b: &'s mut [f32],
 ) -> Result<&'s mut [f32], ForwardError> {
-    let mut shape = model.input_shape();
-    let (mut src, mut dst) = (a, b);
-    for (i, layer) in model.layers().iter().enumerate() {
-        let out_shape = layer.output_shape(i, shape)?;
-        // In place, no copy between the buffers: ReLU rewrites its input, and flatten is free in NHWC.
-        if *layer == crate::Layer::Relu {
-            kernels::relu_in_place(&mut src[..n * shape.len()]);
-        }
-        if matches!(layer, crate::Layer::Relu | crate::Layer::Flatten) {
-            shape = out_shape;
+    let plan = model.plan();
+    let mut buffers = [a, b];
+    for step in plan.steps() {
+        let (in_len, out_len) = (n * step.input.len(), n * step.output.len());
+        if step.in_place {
+            // ReLU rewrites its input; flatten is free in NHWC.
+            if step.layer == Layer::Relu {
+                kernels::relu_in_place(&mut buffers[step.src_buffer()][..in_len]);
+            }
             continue;
         }
-        let (input, output) = (&src[..n * shape.len()], &mut dst[..n * out_shape.len()]);
-        let length = |error: LengthError| ForwardError::Length { layer: i, error };
-        match (layer, model.binding(i)) {
-            (crate::Layer::Conv2d { filters }, Some(b)) => {
-                let (w, bias) = (model.tensor(b.weights), model.tensor(b.bias));
-                let (h, w_, c) = (shape.h, shape.w, shape.c);
-                kernels::conv2d_3x3_same_packed(isa, input, n, h, w_, c, &w.values(), &bias.values(), *filters, output)
+        let [ping, pong] = &mut buffers;
+        let (src, dst) = if step.src_buffer() == 0 { (&**ping, &mut **pong) } else { (&**pong, &mut **ping) };
+        let (input, output) = (&src[..in_len], &mut dst[..out_len]);
+        let length = |error: LengthError| ForwardError::Length { layer: step.index, error };
+        let Shape { h, w, c } = step.input;
+        match (step.layer, model.binding(step.index)) {
+            (Layer::Conv2d { filters }, Some(b)) => {
+                let (weights, bias) = (model.tensor(b.weights), model.tensor(b.bias));
+                kernels::conv2d_3x3_same_packed(
+                    isa,
+                    input,
+                    n,
+                    h,
+                    w,
+                    c,
+                    &weights.values(),
+                    &bias.values(),
+                    filters,
+                    output,
+                )
+                .map_err(length)?
+            }
+            (Layer::Dense { units }, Some(b)) => {
+                let (weights, bias) = (model.tensor(b.weights), model.tensor(b.bias));
+                kernels::dense_packed(isa, input, n, c, &weights.values(), &bias.values(), units, output)
                     .map_err(length)?
             }
-            (crate::Layer::Dense { units }, Some(b)) => {
-                let (w, bias) = (model.tensor(b.weights), model.tensor(b.bias));
-                kernels::dense_packed(isa, input, n, shape.c, &w.values(), &bias.values(), *units, output)
-                    .map_err(length)?
-            }
-            (layer, _) if layer.has_params() => return Err(ForwardError::MissingParams { layer: i }),
+            (layer, _) if layer.has_params() => return Err(ForwardError::MissingParams { layer: step.index }),
             (layer, _) => {
-                reference::forward_layer(i, layer, shape, n, input, None, output)?;
+                reference::forward_layer(step.index, &layer, step.input, n, input, None, output)?;
             }
         }
-        core::mem::swap(&mut src, &mut dst);
-        shape = out_shape;
     }
-    Ok(&mut src[..n * shape.len()])
+    let [ping, pong] = buffers;
+    let logits = if plan.output_buffer() == 0 { ping } else { pong };
+    Ok(&mut logits[..n * plan.output().len()])
 }

@@ -7,7 +7,8 @@ use std::str::FromStr;
 
 use half::f16;
 use kiln_core::format::{self as fmt_spec, DType, FormatError, Model};
-use kiln_core::network::{self, Layer, NetworkError, Shape};
+use kiln_core::network::{Layer, NetworkError, Shape};
+use kiln_core::plan::Plan;
 
 use crate::quant::{self, DEFAULT_BLOCK, QuantError};
 
@@ -210,10 +211,18 @@ fn meta_bytes(meta: &Metadata) -> Result<Vec<u8>, PackError> {
 
 /// Writes a whole file. `params` holds `(weights, bias)` for each conv and dense layer, in layer order.
 pub fn write(layers: &[Layer], params: &[(PackedTensor, PackedTensor)], meta: &Metadata) -> Result<Vec<u8>, PackError> {
-    network::infer(layers, meta.input).map_err(PackError::Network)?;
+    let plan = Plan::new(layers, meta.input).map_err(PackError::Network)?;
     if layers.len() > fmt_spec::MAX_LAYERS {
         return Err(PackError::Limit(format!("{} layers, the format holds {}", layers.len(), fmt_spec::MAX_LAYERS)));
     }
+    if plan.param_layers() != params.len() {
+        return Err(PackError::Limit(format!(
+            "{} parametric layers but {} weight/bias pairs given",
+            plan.param_layers(),
+            params.len()
+        )));
+    }
+    // The tensor table in the plan's order: the weights of parametric layer k at 2k, its bias at 2k + 1.
     let tensors: Vec<&PackedTensor> = params.iter().flat_map(|(w, b)| [w, b]).collect();
     if tensors.len() > fmt_spec::MAX_TENSORS {
         return Err(PackError::Limit(format!("{} tensors, the format holds {}", tensors.len(), fmt_spec::MAX_TENSORS)));
@@ -223,31 +232,12 @@ pub fn write(layers: &[Layer], params: &[(PackedTensor, PackedTensor)], meta: &M
     let mut graph = Vec::new();
     graph.extend(u32_of(layers.len(), "layer count")?.to_le_bytes());
     graph.extend(0u32.to_le_bytes());
-    let mut next_param = 0u32;
-    for layer in layers {
-        let (op, args) = match *layer {
-            Layer::Pad { top, bottom, left, right } => (fmt_spec::OP_PAD, [top, bottom, left, right]),
-            Layer::Conv2d { filters } | Layer::Dense { units: filters } => {
-                let op = if matches!(layer, Layer::Conv2d { .. }) { fmt_spec::OP_CONV3X3 } else { fmt_spec::OP_DENSE };
-                let (w, b) = (2 * next_param as usize, 2 * next_param as usize + 1);
-                next_param += 1;
-                (op, [filters, w, b, 0])
-            }
-            Layer::MaxPool => (fmt_spec::OP_MAXPOOL2X2, [0; 4]),
-            Layer::Relu => (fmt_spec::OP_RELU, [0; 4]),
-            Layer::Flatten => (fmt_spec::OP_FLATTEN, [0; 4]),
-        };
+    for step in plan.steps() {
+        let (op, args) = fmt_spec::encode_layer(&step.layer, step.params);
         graph.extend(op.to_le_bytes());
         for a in args {
             graph.extend(u32_of(a, "layer argument")?.to_le_bytes());
         }
-    }
-    if next_param as usize != params.len() {
-        return Err(PackError::Limit(format!(
-            "{} parametric layers but {} weight/bias pairs given",
-            next_param,
-            params.len()
-        )));
     }
 
     let meta = meta_bytes(meta)?;

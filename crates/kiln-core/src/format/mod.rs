@@ -10,7 +10,8 @@ mod tensor;
 pub use error::FormatError;
 pub use tensor::{DType, TensorView, Values};
 
-use crate::network::{self, Layer, Shape};
+use crate::network::{Layer, Shape};
+use crate::plan::{ParamSlot, Plan};
 
 /// The first 8 bytes of every file.
 pub const MAGIC: [u8; 8] = *b"KILNMODL";
@@ -48,6 +49,51 @@ pub const OP_MAXPOOL2X2: u32 = 3;
 pub const OP_DENSE: u32 = 4;
 pub const OP_RELU: u32 = 5;
 pub const OP_FLATTEN: u32 = 6;
+
+/// A graph record's operator code and four arguments for `layer`, whose tensors are `slot`'s in a table laid
+/// out the way Kiln writes it (weights `2k`, bias `2k + 1`). [`decode_layer`] reads it back.
+pub fn encode_layer(layer: &Layer, slot: Option<ParamSlot>) -> (u32, [usize; 4]) {
+    let tensors = slot.map_or((0, 0), |s| (s.weights(), s.bias()));
+    match *layer {
+        Layer::Pad { top, bottom, left, right } => (OP_PAD, [top, bottom, left, right]),
+        Layer::Conv2d { filters } => (OP_CONV3X3, [filters, tensors.0, tensors.1, 0]),
+        Layer::Dense { units } => (OP_DENSE, [units, tensors.0, tensors.1, 0]),
+        Layer::MaxPool => (OP_MAXPOOL2X2, [0; 4]),
+        Layer::Relu => (OP_RELU, [0; 4]),
+        Layer::Flatten => (OP_FLATTEN, [0; 4]),
+    }
+}
+
+/// The layer of graph record `index` (operator `op`, arguments `args`), with its weight and bias tensor
+/// indices for conv and dense layers.
+pub fn decode_layer(index: usize, op: u32, args: [u32; 4]) -> Result<(Layer, Option<(u32, u32)>), FormatError> {
+    let unused_zero = |from: usize| args[from..].iter().all(|&a| a == 0);
+    let bad = FormatError::BadLayerArgs { layer: index };
+    Ok(match op {
+        OP_PAD => {
+            let [top, bottom, left, right] = args.map(|a| a as usize);
+            (Layer::Pad { top, bottom, left, right }, None)
+        }
+        OP_CONV3X3 | OP_DENSE => {
+            if !unused_zero(3) || args[0] == 0 {
+                return Err(bad);
+            }
+            let width = args[0] as usize;
+            let layer = if op == OP_CONV3X3 { Layer::Conv2d { filters: width } } else { Layer::Dense { units: width } };
+            (layer, Some((args[1], args[2])))
+        }
+        OP_MAXPOOL2X2 | OP_RELU | OP_FLATTEN if unused_zero(0) => {
+            let layer = match op {
+                OP_MAXPOOL2X2 => Layer::MaxPool,
+                OP_RELU => Layer::Relu,
+                _ => Layer::Flatten,
+            };
+            (layer, None)
+        }
+        OP_MAXPOOL2X2 | OP_RELU | OP_FLATTEN => return Err(bad),
+        _ => return Err(FormatError::UnknownOp { layer: index, op }),
+    })
+}
 
 /// Bytes of the metadata section's fixed part, before its strings.
 pub const META_FIXED_LEN: usize = 80;
@@ -225,51 +271,27 @@ impl<'a> Model<'a> {
         if graph.len() < needed {
             return Err(too_short(needed));
         }
-        let mut shape = self.meta.input;
+        // Decode every record, then check the network and each layer's tensors along the plan.
+        let mut tensors = [(0u32, 0u32); MAX_LAYERS];
         for i in 0..count {
             let rec = &graph[8 + i * LAYER_RECORD_LEN..][..LAYER_RECORD_LEN];
             let op = u32_at(rec, 0);
             let args = [u32_at(rec, 4), u32_at(rec, 8), u32_at(rec, 12), u32_at(rec, 16)];
-            let unused_zero = |from: usize| args[from..].iter().all(|&a| a == 0);
-            let bad = FormatError::BadLayerArgs { layer: i };
-            let (layer, binding) = match op {
-                OP_PAD => {
-                    let [top, bottom, left, right] = args.map(|a| a as usize);
-                    (Layer::Pad { top, bottom, left, right }, None)
-                }
-                OP_CONV3X3 | OP_DENSE => {
-                    if !unused_zero(3) || args[0] == 0 {
-                        return Err(bad);
-                    }
-                    let width = args[0] as usize;
-                    let layer =
-                        if op == OP_CONV3X3 { Layer::Conv2d { filters: width } } else { Layer::Dense { units: width } };
-                    (layer, Some((args[1], args[2])))
-                }
-                OP_MAXPOOL2X2 | OP_RELU | OP_FLATTEN if unused_zero(0) => {
-                    let layer = match op {
-                        OP_MAXPOOL2X2 => Layer::MaxPool,
-                        OP_RELU => Layer::Relu,
-                        _ => Layer::Flatten,
-                    };
-                    (layer, None)
-                }
-                OP_MAXPOOL2X2 | OP_RELU | OP_FLATTEN => return Err(bad),
-                _ => return Err(FormatError::UnknownOp { layer: i, op }),
-            };
-            let out = layer.output_shape(i, shape)?;
-            if let Some((w, b)) = binding {
-                let binding = self.bind(i, &layer, shape, w, b)?;
-                self.bindings[i] = Some(binding);
-            }
+            let (layer, binding) = decode_layer(i, op, args)?;
             self.layers[i] = layer;
-            shape = out;
+            tensors[i] = binding.unwrap_or_default();
         }
         self.layer_count = count;
-        self.output = shape;
-        if shape.len() != self.meta.classes {
+        let layers = self.layers;
+        let plan = Plan::new(&layers[..count], self.meta.input)?;
+        for step in plan.steps().filter(|s| s.params.is_some()) {
+            let (w, b) = tensors[step.index];
+            self.bindings[step.index] = Some(self.bind(step.index, &step.layer, step.input, w, b)?);
+        }
+        self.output = plan.output();
+        if self.output.len() != self.meta.classes {
             return Err(FormatError::ClassCountMismatch {
-                graph: shape.len() as u64,
+                graph: self.output.len() as u64,
                 metadata: self.meta.classes as u64,
             });
         }
@@ -341,10 +363,16 @@ impl<'a> Model<'a> {
         tensor_entry(self.bytes, &self.tensor_table[index * TENSOR_ENTRY_LEN..][..TENSOR_ENTRY_LEN])
     }
 
+    /// The network's plan: the walk every path takes over its layers.
+    pub fn plan(&self) -> Plan<'_> {
+        // The graph was checked by `from_bytes` along this same plan, so this cannot fail; the fallback
+        // (no layers) is never taken.
+        Plan::new(self.layers(), self.meta.input).unwrap_or_else(|_| Plan::empty(self.meta.input))
+    }
+
     /// Values per image of the largest activation, input and output included.
     pub fn max_activation_len(&self) -> usize {
-        // The graph was validated, so this cannot fail.
-        network::max_activation_len(self.layers(), self.meta.input).unwrap_or(0)
+        self.plan().max_activation_len()
     }
 }
 
