@@ -3,6 +3,7 @@
 use std::time::Instant;
 
 use kiln_core::network::{Layer, NetworkError, Shape};
+use kiln_core::plan::Step;
 
 use crate::init::InitChoice;
 use crate::layers::{conv2d::Conv2d, dense::Dense, loss, maxpool::MaxPool, pad::Pad, relu};
@@ -18,27 +19,26 @@ pub struct Tensor {
     pub data: Vec<f32>,
 }
 
-/// A network plus its parameters. `params` holds weights then bias for each parametric layer, in order.
+/// A network plus its parameters. `params` is a flat parameter list in the plan's convention: parametric
+/// layer `k` owns `params[2k]` (weights) and `params[2k + 1]` (bias), see [`kiln_core::plan::ParamSlot`].
 #[derive(Clone, Debug)]
 pub struct Model {
     pub network: Network,
     pub params: Vec<Tensor>,
-    /// `shapes[i]`: input of layer `i`; the last entry is the output.
-    shapes: Vec<Shape>,
-    /// `param_of[i]`: index in `params` of layer `i`'s weights, if it has any.
-    param_of: Vec<Option<usize>>,
-    /// `buffer_of[i]`: which workspace buffer holds the input of layer `i` (`i == layers` for the logits).
-    /// ReLU and flatten work in place, so their output shares their input's buffer: that saves a copy of
-    /// every conv's output per step, and nothing needs a pre-ReLU value (conv and dense backward read
-    /// their input, ReLU backward its output, pooling its winners).
-    buffer_of: Vec<usize>,
+    /// The network's plan, one step per layer. Layer `i` reads activation `steps[i].src` and writes
+    /// `steps[i].dst`; the workspace keeps every activation, since the backward pass reads them (ReLU and
+    /// flatten work in place, which saves a copy of every conv's output per step).
+    steps: Vec<Step>,
+    /// The output shape (`[classes]`) and the number of activations (the last holds the logits).
+    output: Shape,
+    activations: usize,
 }
 
 /// Buffers for one batch size: the activations kept for the backward pass and two gradient buffers.
 #[derive(Debug, Default)]
 pub struct Workspace {
     batch: usize,
-    /// Activation buffers: the input of layer `i` is `acts[model.buffer_of[i]]`, `[batch, shapes[i]]`.
+    /// Activation buffers: layer `i` reads `acts[steps[i].src]`, `[batch, steps[i].input]`.
     acts: Vec<Vec<f32>>,
     /// im2col scratch shared by every conv layer: one chunk of images at a time.
     col: Vec<f32>,
@@ -65,26 +65,24 @@ impl Model {
     pub fn new(network: Network, init: InitChoice, seed: u64) -> Result<Self, NetworkError> {
         let mut model = Self::zeroed(network)?;
         let mut rng = stream(seed, Purpose::Init, 0);
-        let last = model.param_of.iter().rposition(Option::is_some);
-        for (i, layer) in model.network.layers.iter().enumerate() {
-            let Some(p) = model.param_of[i] else { continue };
-            let (fan_in, fan_out) = match *layer {
-                Layer::Conv2d { filters } => (9 * model.shapes[i].c, 9 * filters),
-                Layer::Dense { units } => (model.shapes[i].c, units),
+        let last = model.steps.iter().rev().find_map(|s| s.params);
+        for step in &model.steps {
+            let Some(slot) = step.params else { continue };
+            let (fan_in, fan_out) = match step.layer {
+                Layer::Conv2d { filters } => (9 * step.input.c, 9 * filters),
+                Layer::Dense { units } => (step.input.c, units),
                 _ => unreachable!("only conv and dense layers have parameters"),
             };
-            init.for_layer(Some(i) == last).fill(&mut model.params[p].data, fan_in, fan_out, &mut rng);
+            init.for_layer(Some(slot) == last).fill(&mut model.params[slot.weights()].data, fan_in, fan_out, &mut rng);
         }
         Ok(model)
     }
 
     /// A model with all parameters zero (to be filled from a file).
     pub fn zeroed(network: Network) -> Result<Self, NetworkError> {
-        let shapes = network.shapes()?;
         let mut params = Vec::new();
-        let mut param_of = vec![None; network.layers.len()];
         for p in network.param_layers()? {
-            param_of[p.layer] = Some(params.len());
+            debug_assert_eq!(params.len(), p.slot.weights());
             let weights_len = p.weight_dims.iter().product();
             params.push(Tensor {
                 name: format!("{}/weights", p.scope),
@@ -97,20 +95,22 @@ impl Model {
                 dims: p.bias_dims,
             });
         }
-        let mut buffer_of = vec![0];
-        for layer in &network.layers {
-            let last = *buffer_of.last().expect("starts with the input");
-            buffer_of.push(if matches!(layer, Layer::Relu | Layer::Flatten) { last } else { last + 1 });
-        }
-        Ok(Model { network, params, shapes, param_of, buffer_of })
+        let plan = network.plan()?;
+        let (steps, output, activations) = (plan.steps().collect(), plan.output(), plan.activations());
+        Ok(Model { network, params, steps, output, activations })
     }
 
     pub fn input_shape(&self) -> Shape {
-        self.shapes[0]
+        self.network.input
     }
 
     pub fn classes(&self) -> usize {
-        self.shapes.last().map_or(0, Shape::len)
+        self.output.len()
+    }
+
+    /// The plan's steps, one per layer.
+    pub fn steps(&self) -> &[Step] {
+        &self.steps
     }
 
     /// Runs the network on `batch` images (`input`: `[batch, 28, 28, 1]`) and returns the logits
@@ -118,112 +118,104 @@ impl Model {
     pub fn forward<'w>(&self, ws: &'w mut Workspace, input: &[f32], batch: usize) -> &'w [f32] {
         ws.prepare(self, batch);
         ws.acts[0][..input.len()].copy_from_slice(input);
-        for (i, layer) in self.network.layers.iter().enumerate() {
+        let n = batch;
+        for step in &self.steps {
             let started = ws.timings.is_some().then(Instant::now);
-            let Shape { h, w, c } = self.shapes[i];
-            let n = batch;
-            let (from, to) = (self.buffer_of[i], self.buffer_of[i + 1]);
-            if from == to {
-                // In place: ReLU, or flatten (nothing to do).
-                if *layer == Layer::Relu {
-                    relu::forward_in_place(&mut ws.acts[to][..n * self.shapes[i].len()]);
+            let Shape { h, w, c } = step.input;
+            if step.in_place {
+                // ReLU rewrites its input; flatten has nothing to do.
+                if step.layer == Layer::Relu {
+                    relu::forward_in_place(&mut ws.acts[step.dst][..n * step.input.len()]);
                 }
-                if let (Some(t), Some(started)) = (ws.timings.as_mut(), started) {
-                    t[i].forward += started.elapsed().as_secs_f64();
+            } else {
+                let (before, after) = ws.acts.split_at_mut(step.dst);
+                let (x, y) = (&before[step.src][..], &mut after[0][..]);
+                match step.layer {
+                    Layer::Pad { top, bottom, left, right } => {
+                        Pad { n, h, w, c, top, bottom, left, right }.forward(x, y);
+                    }
+                    Layer::Conv2d { filters } => {
+                        let (weights, bias) = self.layer_params(step);
+                        Conv2d { n, h, w, cin: c, cout: filters }.forward(x, weights, bias, &mut ws.col, y);
+                    }
+                    Layer::MaxPool => MaxPool { n, h, w, c }.forward(x, y, &mut ws.argmax[step.index]),
+                    Layer::Dense { units } => {
+                        let (weights, bias) = self.layer_params(step);
+                        Dense { n, cin: c, cout: units }.forward(x, weights, bias, y);
+                    }
+                    Layer::Relu | Layer::Flatten => unreachable!("ReLU and flatten run in place"),
                 }
-                continue;
-            }
-            let (before, after) = ws.acts.split_at_mut(to);
-            let (x, y) = (&before[from][..], &mut after[0][..]);
-            match *layer {
-                Layer::Pad { top, bottom, left, right } => {
-                    Pad { n, h, w, c, top, bottom, left, right }.forward(x, y);
-                }
-                Layer::Conv2d { filters } => {
-                    let p = self.param_of[i].expect("conv has parameters");
-                    Conv2d { n, h, w, cin: c, cout: filters }.forward(
-                        x,
-                        &self.params[p].data,
-                        &self.params[p + 1].data,
-                        &mut ws.col,
-                        y,
-                    );
-                }
-                Layer::MaxPool => MaxPool { n, h, w, c }.forward(x, y, &mut ws.argmax[i]),
-                Layer::Dense { units } => {
-                    let p = self.param_of[i].expect("dense has parameters");
-                    Dense { n, cin: c, cout: units }.forward(x, &self.params[p].data, &self.params[p + 1].data, y);
-                }
-                Layer::Relu | Layer::Flatten => unreachable!("ReLU and flatten run in place"),
             }
             if let (Some(t), Some(started)) = (ws.timings.as_mut(), started) {
-                t[i].forward += started.elapsed().as_secs_f64();
+                t[step.index].forward += started.elapsed().as_secs_f64();
             }
         }
-        &ws.acts[self.buffer_of[self.network.layers.len()]][..batch * self.classes()]
+        &ws.acts[self.activations - 1][..batch * self.classes()]
+    }
+
+    /// The weights and bias of a conv or dense step.
+    fn layer_params(&self, step: &Step) -> (&[f32], &[f32]) {
+        let slot = step.params.expect("conv and dense layers have parameters");
+        (&self.params[slot.weights()].data, &self.params[slot.bias()].data)
     }
 
     /// Back-propagates `dlogits` (`[batch, classes]`) through the last [`Model::forward`] and writes the
     /// gradient of every parameter into `grads` (same order and lengths as `params`).
     pub fn backward(&self, ws: &mut Workspace, dlogits: &[f32], grads: &mut [Vec<f32>]) {
         let n = ws.batch;
-        let layers = &self.network.layers;
         // Layers up to the first parametric one need no input gradient: nothing before them learns.
-        let first_param = self.param_of.iter().position(Option::is_some).unwrap_or(layers.len());
+        let first_param = self.steps.iter().position(|s| s.params.is_some()).unwrap_or(self.steps.len());
         let mut grad = std::mem::take(&mut ws.grad_a);
         let mut spare = std::mem::take(&mut ws.grad_b);
         grad[..dlogits.len()].copy_from_slice(dlogits);
-        for i in (first_param..layers.len()).rev() {
-            let Shape { h, w, c } = self.shapes[i];
-            let (in_len, out_len) = (n * self.shapes[i].len(), n * self.shapes[i + 1].len());
-            let want_input_grad = i > first_param;
+        for step in self.steps[first_param..].iter().rev() {
+            let Shape { h, w, c } = step.input;
+            let (in_len, out_len) = (n * step.input.len(), n * step.output.len());
+            let want_input_grad = step.index > first_param;
             let started = ws.timings.is_some().then(Instant::now);
             let dout = &grad[..out_len];
             let dinput = &mut spare[..in_len];
-            let mut swapped = true;
-            match layers[i] {
+            let input = &ws.acts[step.src][..in_len];
+            match step.layer {
                 Layer::Pad { top, bottom, left, right } => {
                     Pad { n, h, w, c, top, bottom, left, right }.backward(dout, dinput);
                 }
                 Layer::Conv2d { filters } => {
-                    let p = self.param_of[i].expect("conv has parameters");
-                    let (gw, gb) = grads.split_at_mut(p + 1);
+                    let slot = step.params.expect("conv has parameters");
+                    let (gw, gb) = grads.split_at_mut(slot.bias());
                     Conv2d { n, h, w, cin: c, cout: filters }.backward(
-                        &ws.acts[self.buffer_of[i]][..in_len],
+                        input,
                         dout,
-                        &self.params[p].data,
+                        &self.params[slot.weights()].data,
                         &mut ws.col,
                         &mut ws.partials,
-                        &mut gw[p],
+                        &mut gw[slot.weights()],
                         &mut gb[0],
                         want_input_grad.then_some(dinput),
                     );
                 }
-                Layer::MaxPool => MaxPool { n, h, w, c }.backward(dout, &ws.argmax[i], dinput),
+                Layer::MaxPool => MaxPool { n, h, w, c }.backward(dout, &ws.argmax[step.index], dinput),
                 Layer::Dense { units } => {
-                    let p = self.param_of[i].expect("dense has parameters");
-                    let (gw, gb) = grads.split_at_mut(p + 1);
+                    let slot = step.params.expect("dense has parameters");
+                    let (gw, gb) = grads.split_at_mut(slot.bias());
                     Dense { n, cin: c, cout: units }.backward(
-                        &ws.acts[self.buffer_of[i]][..in_len],
+                        input,
                         dout,
-                        &self.params[p].data,
-                        &mut gw[p],
+                        &self.params[slot.weights()].data,
+                        &mut gw[slot.weights()],
                         &mut gb[0],
                         want_input_grad.then_some(dinput),
                     );
                 }
-                Layer::Relu => {
-                    relu::backward_in_place(&ws.acts[self.buffer_of[i + 1]][..out_len], &mut grad[..out_len]);
-                    swapped = false;
-                }
-                // Same bytes, same gradient.
-                Layer::Flatten => swapped = false,
+                // In place: ReLU's gradient is masked by its output; flatten's is the same bytes.
+                Layer::Relu => relu::backward_in_place(&ws.acts[step.dst][..out_len], &mut grad[..out_len]),
+                Layer::Flatten => {}
             }
-            if swapped {
+            if !step.in_place {
                 std::mem::swap(&mut grad, &mut spare);
             }
             if let (Some(t), Some(started)) = (ws.timings.as_mut(), started) {
-                t[i].backward += started.elapsed().as_secs_f64();
+                t[step.index].backward += started.elapsed().as_secs_f64();
             }
         }
         ws.grad_a = grad;
@@ -272,28 +264,26 @@ impl Workspace {
 
     /// Sizes every buffer for `batch` images (reusing memory when the batch shrinks).
     fn prepare(&mut self, model: &Model, batch: usize) {
-        let layers = &model.network.layers;
-        let buffers = model.buffer_of[layers.len()] + 1;
-        if self.acts.len() != buffers || self.argmax.len() != layers.len() {
-            self.acts = vec![Vec::new(); buffers];
-            self.argmax = vec![Vec::new(); layers.len()];
+        let layers = model.steps.len();
+        if self.acts.len() != model.activations || self.argmax.len() != layers {
+            self.acts = vec![Vec::new(); model.activations];
+            self.argmax = vec![Vec::new(); layers];
         }
         self.batch = batch;
-        let mut largest = 0;
-        for (i, shape) in model.shapes.iter().enumerate() {
-            largest = largest.max(shape.len());
-            self.acts[model.buffer_of[i]].resize(batch * shape.len(), 0.0);
-        }
+        let mut largest = model.input_shape().len();
         let (mut col_len, mut partials_len) = (0, 0);
-        for (i, layer) in layers.iter().enumerate() {
-            let input = model.shapes[i];
-            match *layer {
+        self.acts[0].resize(batch * model.input_shape().len(), 0.0);
+        for step in &model.steps {
+            largest = largest.max(step.output.len());
+            self.acts[step.dst].resize(batch * step.output.len(), 0.0);
+            let input = step.input;
+            match step.layer {
                 Layer::Conv2d { filters } => {
                     let conv = Conv2d { n: batch, h: input.h, w: input.w, cin: input.c, cout: filters };
                     col_len = col_len.max(conv.col_len());
                     partials_len = partials_len.max(conv.partials_len());
                 }
-                Layer::MaxPool => self.argmax[i].resize(batch * input.len() / 4, 0),
+                Layer::MaxPool => self.argmax[step.index].resize(batch * input.len() / 4, 0),
                 _ => {}
             }
         }
@@ -318,8 +308,15 @@ mod tests {
         let mut ws = Workspace::new();
         let fast = model.forward(&mut ws, &input, batch).to_vec();
 
-        let params: Vec<LayerParams> =
-            model.params.chunks(2).map(|p| LayerParams { weights: &p[0].data, bias: &p[1].data }).collect();
+        let params: Vec<LayerParams> = model
+            .steps()
+            .iter()
+            .filter_map(|s| s.params)
+            .map(|slot| LayerParams {
+                weights: &model.params[slot.weights()].data,
+                bias: &model.params[slot.bias()].data,
+            })
+            .collect();
         let max = batch * kiln_core::network::max_activation_len(&model.network.layers, model.input_shape()).unwrap();
         let (mut a, mut b) = (vec![0.0; max], vec![0.0; max]);
         let slow =

@@ -1,6 +1,7 @@
 //! A named network: the input shape, the layer list and the class count, plus the naming of its tensors.
 
-use kiln_core::network::{self, Layer, NetworkError, Shape};
+use kiln_core::network::{Layer, NetworkError, Shape};
+use kiln_core::plan::{ParamSlot, Plan, Step};
 use serde::{Deserialize, Serialize};
 
 /// A network description that can be rebuilt from a file: everything but the weights.
@@ -26,6 +27,8 @@ pub struct SummaryRow {
 /// Where a parametric layer's tensors live: its layer index and its scope name (`conv1`, `dense2`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct ParamLayer {
+    /// Its place in a flat parameter list.
+    pub slot: ParamSlot,
     pub layer: usize,
     pub scope: String,
     pub input: Shape,
@@ -36,21 +39,25 @@ pub struct ParamLayer {
 }
 
 impl Network {
+    /// The network's plan: the one walk over its layers (kiln-core's [`Plan`]).
+    pub fn plan(&self) -> Result<Plan<'_>, NetworkError> {
+        Plan::new(&self.layers, self.input)
+    }
+
+    /// The plan's steps, one per layer.
+    pub fn steps(&self) -> Result<Vec<Step>, NetworkError> {
+        Ok(self.plan()?.steps().collect())
+    }
+
     /// Checks the whole description and returns the output shape.
     pub fn validate(&self) -> Result<Shape, NetworkError> {
-        network::infer(&self.layers, self.input)
+        Ok(self.plan()?.output())
     }
 
     /// `shapes[i]` is the input of layer `i`; the last entry is the network output.
     pub fn shapes(&self) -> Result<Vec<Shape>, NetworkError> {
-        let mut shapes = Vec::with_capacity(self.layers.len() + 1);
-        let mut shape = self.input;
-        shapes.push(shape);
-        for (i, layer) in self.layers.iter().enumerate() {
-            shape = layer.output_shape(i, shape)?;
-            shapes.push(shape);
-        }
-        Ok(shapes)
+        let plan = self.plan()?;
+        Ok(plan.steps().map(|s| s.input).chain([plan.output()]).collect())
     }
 
     /// Number of output classes (the last layer's width).
@@ -59,62 +66,58 @@ impl Network {
     }
 
     pub fn param_count(&self) -> Result<usize, NetworkError> {
-        network::param_count(&self.layers, self.input)
+        Ok(self.plan()?.param_count())
     }
 
     /// Forward FLOPs for one image.
     pub fn forward_flops(&self) -> Result<u64, NetworkError> {
-        let shapes = self.shapes()?;
-        Ok(self.layers.iter().enumerate().map(|(i, l)| l.forward_flops(shapes[i], shapes[i + 1])).sum())
+        Ok(self.plan()?.forward_flops())
     }
 
     /// Layer names as the series' TensorFlow code would scope them: `conv1`, `relu1`, `pool1`, `dense1`...
-    /// ReLUs take the number of the layer they follow.
+    /// ReLUs take the name of the layer they follow (`conv1/relu`).
     pub fn layer_names(&self) -> Vec<String> {
         let (mut conv, mut dense, mut pool, mut pad, mut flat) = (0, 0, 0, 0, 0);
         let mut last_param = String::from("input");
+        let count = |n: &mut usize, prefix: &str| {
+            *n += 1;
+            format!("{prefix}{n}")
+        };
         self.layers
             .iter()
-            .map(|layer| {
-                let count = |n: &mut usize, prefix: &str| {
-                    *n += 1;
-                    format!("{prefix}{n}")
-                };
-                match layer {
-                    Layer::Conv2d { .. } => {
-                        last_param = count(&mut conv, "conv");
-                        last_param.clone()
-                    }
-                    Layer::Dense { .. } => {
-                        last_param = count(&mut dense, "dense");
-                        last_param.clone()
-                    }
-                    Layer::Relu => format!("{last_param}/relu"),
-                    Layer::MaxPool => count(&mut pool, "pool"),
-                    Layer::Pad { .. } => count(&mut pad, "pad"),
-                    Layer::Flatten => count(&mut flat, "flatten"),
+            .map(|layer| match layer {
+                Layer::Conv2d { .. } => {
+                    last_param = count(&mut conv, "conv");
+                    last_param.clone()
                 }
+                Layer::Dense { .. } => {
+                    last_param = count(&mut dense, "dense");
+                    last_param.clone()
+                }
+                Layer::Relu => format!("{last_param}/relu"),
+                Layer::MaxPool => count(&mut pool, "pool"),
+                Layer::Pad { .. } => count(&mut pad, "pad"),
+                Layer::Flatten => count(&mut flat, "flatten"),
             })
             .collect()
     }
 
-    /// The parametric layers in order, with their tensor scopes and shapes.
+    /// The parametric layers in order (the plan's [`ParamSlot`] order), with their tensor scopes and shapes.
     pub fn param_layers(&self) -> Result<Vec<ParamLayer>, NetworkError> {
-        let shapes = self.shapes()?;
         let names = self.layer_names();
         Ok(self
-            .layers
-            .iter()
-            .enumerate()
-            .filter_map(|(i, layer)| {
-                let (dims, rank) = layer.weight_dims(shapes[i])?;
-                let (_, bias) = layer.param_lens(shapes[i]);
+            .plan()?
+            .steps()
+            .filter_map(|step| {
+                let slot = step.params?;
+                let (dims, rank) = step.layer.weight_dims(step.input)?;
                 Some(ParamLayer {
-                    layer: i,
-                    scope: names[i].clone(),
-                    input: shapes[i],
+                    slot,
+                    layer: step.index,
+                    scope: names[step.index].clone(),
+                    input: step.input,
                     weight_dims: dims[..rank].to_vec(),
-                    bias_dims: vec![bias],
+                    bias_dims: vec![step.param_lens().1],
                 })
             })
             .collect())
@@ -122,18 +125,58 @@ impl Network {
 
     /// One row per layer, for `--summary`.
     pub fn summary(&self) -> Result<Vec<SummaryRow>, NetworkError> {
-        let shapes = self.shapes()?;
+        let names = self.layer_names();
         Ok(self
-            .layer_names()
-            .into_iter()
-            .zip(&self.layers)
-            .enumerate()
-            .map(|(i, (name, layer))| SummaryRow {
+            .plan()?
+            .steps()
+            .zip(names)
+            .map(|(step, name)| SummaryRow {
                 name,
-                layer: *layer,
-                output: shapes[i + 1],
-                params: layer.param_count(shapes[i]),
+                layer: step.layer,
+                output: step.output,
+                params: step.layer.param_count(step.input),
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::presets;
+
+    /// Checkpoints store the network as JSON: this spelling is a file format and must not drift.
+    #[test]
+    fn layer_json_spelling_is_pinned() {
+        let network = Network {
+            name: "every-kind".into(),
+            input: Shape::new(6, 6, 1),
+            layers: vec![
+                Layer::Pad { top: 1, bottom: 2, left: 3, right: 4 },
+                Layer::Conv2d { filters: 3 },
+                Layer::Relu,
+                Layer::MaxPool,
+                Layer::Flatten,
+                Layer::Dense { units: 5 },
+            ],
+        };
+        let json = serde_json::to_string(&network).unwrap();
+        assert_eq!(
+            json,
+            r#"{"name":"every-kind","input":{"h":6,"w":6,"c":1},"layers":[{"pad":{"top":1,"bottom":2,"left":3,"right":4}},{"conv2d":{"filters":3}},"relu","max_pool","flatten",{"dense":{"units":5}}]}"#
+        );
+        let back: Network = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, network);
+    }
+
+    #[test]
+    fn summary_follows_the_plan() {
+        let vgg = presets::vgg();
+        let rows = vgg.summary().unwrap();
+        assert_eq!(rows.len(), vgg.layers.len());
+        assert_eq!(rows.iter().map(|r| r.params).sum::<usize>(), 16_067_786);
+        let params = vgg.param_layers().unwrap();
+        assert_eq!(params.iter().map(|p| p.slot.index).collect::<Vec<_>>(), (0..params.len()).collect::<Vec<_>>());
+        assert_eq!((params[0].scope.as_str(), params.last().unwrap().scope.as_str()), ("conv1", "dense2"));
     }
 }
