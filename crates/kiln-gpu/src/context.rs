@@ -32,9 +32,48 @@ pub enum GpuError {
     /// Reading results back failed.
     #[error("reading results back from the GPU failed: {0}")]
     Readback(String),
-    /// The model or data given to a GPU op do not fit it.
+    /// A batch of zero images was asked for when building a network or session.
+    #[error("the batch size must be at least 1")]
+    ZeroBatch,
+    /// A batch larger than the network or session was built for, or empty.
+    #[error("a batch of {batch} images; this was built for 1 to {max}")]
+    BatchSize { batch: usize, max: usize },
+    /// The input holds `got` values (`what`: "input values" or "pixels"), not `images × per_image`.
+    #[error("{got} {what} for {images} images of {per_image}")]
+    InputLength { what: &'static str, got: usize, images: usize, per_image: usize },
+    /// An input value is NaN or infinite.
+    #[error("input value {index} is {value}")]
+    NonFiniteInput { index: usize, value: f32 },
+    /// The caller's output slice is too short for the logits.
+    #[error("{needed} logits requested, the output slice holds {got}")]
+    OutputTooSmall { needed: usize, got: usize },
+    /// A label is not one of the network's classes.
+    #[error("label {label} for a network with {classes} classes")]
+    Label { label: u8, classes: usize },
+    /// `train_step` on a network built for inference only.
+    #[error("this network was built without an optimizer")]
+    NoOptimizer,
+    /// The parameter tensors given do not have the lengths the network needs.
+    #[error("the network needs parameter tensors of lengths {expected:?}, got {got:?}")]
+    ParamLengths { expected: Vec<usize>, got: Vec<usize> },
+    /// The optimizer slots given do not fit the network's parameters.
+    #[error("the optimizer slots do not fit this network")]
+    SlotLengths,
+    /// An optimizer rule was given the wrong number of slot buffers (a bug in the caller).
+    #[error("{rule} needs {wanted} slot buffers, got {got}")]
+    SlotBuffers { rule: String, wanted: usize, got: usize },
+    /// The network description is invalid.
     #[error("{0}")]
-    Shape(String),
+    Network(#[from] kiln_core::NetworkError),
+    /// A conv or dense layer of a packed model has no tensors bound.
+    #[error("layer {layer} has no weights in the model")]
+    MissingWeights { layer: usize },
+    /// A packed model's bias tensor is not f32.
+    #[error("{tensor}: biases must be f32")]
+    BiasNotF32 { tensor: String },
+    /// A pooling pass was built without its winners buffer (a bug in the caller).
+    #[error("pooling needs a winners buffer")]
+    NoWinnersBuffer,
 }
 
 /// An open device and its queue, with the adapter it came from.
@@ -187,52 +226,131 @@ impl Gpu {
         })
     }
 
-    /// A buffer the host can map to read `bytes` of results.
-    pub(crate) fn staging(&self, label: &str, bytes: u64) -> wgpu::Buffer {
-        self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some(label),
-            size: bytes.max(4).next_multiple_of(4),
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        })
-    }
-
-    /// Waits for the queue, maps the first `out.len()` f32 of `staging` (already filled by a submitted
-    /// copy) into `out`, and unmaps it.
-    pub(crate) fn read_staging(&self, staging: &wgpu::Buffer, out: &mut [f32]) -> Result<(), GpuError> {
-        let bytes = (out.len() * 4) as u64;
-        let slice = staging.slice(..bytes.max(4));
-        let result = Arc::new(Mutex::new(None));
-        let done = result.clone();
-        slice.map_async(wgpu::MapMode::Read, move |r| {
-            if let Ok(mut slot) = done.lock() {
-                *slot = Some(r);
-            }
-        });
-        self.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| GpuError::Readback(e.to_string()))?;
-        self.check_lost()?;
-        match result.lock().ok().and_then(|mut r| r.take()) {
-            Some(Ok(())) => {}
-            Some(Err(e)) => return Err(GpuError::Readback(e.to_string())),
-            None => return Err(GpuError::Readback("the map callback never ran".into())),
-        }
-        {
-            let view = slice.get_mapped_range().map_err(|e| GpuError::Readback(e.to_string()))?;
-            out.copy_from_slice(bytemuck::cast_slice(&view[..out.len() * 4]));
-        }
-        staging.unmap();
-        Ok(())
-    }
-
     /// Copies `len` f32 from `buffer` to the host (a one-off staging buffer: for tests and checkpoints,
     /// not per-step work).
     pub fn read_f32(&self, buffer: &wgpu::Buffer, len: usize) -> Result<Vec<f32>, GpuError> {
-        let staging = self.staging("readback", (len * 4) as u64);
+        let readback = Readback::new(self, "readback", len);
         let mut encoder = self.device.create_command_encoder(&Default::default());
-        encoder.copy_buffer_to_buffer(buffer, 0, &staging, 0, Some((len * 4).max(4) as u64));
+        readback.copy_from(&mut encoder, buffer, len);
         self.queue.submit([encoder.finish()]);
         let mut out = vec![0.0; len];
-        self.read_staging(&staging, &mut out)?;
+        readback.read(self, &mut out)?;
         Ok(out)
+    }
+}
+
+/// The one way results come back to the host: a mappable staging buffer, made once, that a submitted copy
+/// fills. [`Readback::read`] blocks until the map is done (native); [`Readback::read_async`] awaits it (the
+/// browser, where only the event loop completes a map). Reading allocates nothing in Kiln's code.
+#[derive(Debug)]
+pub struct Readback {
+    staging: wgpu::Buffer,
+    capacity: usize,
+    state: Arc<Mutex<MapState>>,
+}
+
+/// What the map callback reported, and who to wake.
+#[derive(Debug, Default)]
+struct MapState {
+    outcome: Option<Result<(), String>>,
+    waker: Option<std::task::Waker>,
+}
+
+impl Readback {
+    /// A staging buffer for up to `capacity` f32.
+    pub fn new(gpu: &Gpu, label: &str, capacity: usize) -> Readback {
+        let staging = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: (capacity as u64 * 4).max(4),
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        Readback { staging, capacity, state: Arc::default() }
+    }
+
+    /// Records a copy of the first `len` f32 of `source` into the staging buffer.
+    pub fn copy_from(&self, encoder: &mut wgpu::CommandEncoder, source: &wgpu::Buffer, len: usize) {
+        let len = len.min(self.capacity);
+        encoder.copy_buffer_to_buffer(source, 0, &self.staging, 0, Some((len as u64 * 4).max(4)));
+    }
+
+    /// Waits for the queue and copies the first `out.len()` f32 of the last copy into `out`.
+    pub fn read(&self, gpu: &Gpu, out: &mut [f32]) -> Result<(), GpuError> {
+        self.check_capacity(out.len())?;
+        self.start(out.len());
+        #[cfg(not(target_arch = "wasm32"))]
+        gpu.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| GpuError::Readback(e.to_string()))?;
+        gpu.check_lost()?;
+        self.finish(out)
+    }
+
+    /// [`Readback::read`] for the browser: awaits the map instead of blocking on it.
+    pub async fn read_async(&self, gpu: &Gpu, out: &mut [f32]) -> Result<(), GpuError> {
+        self.check_capacity(out.len())?;
+        self.start(out.len());
+        #[cfg(not(target_arch = "wasm32"))]
+        gpu.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| GpuError::Readback(e.to_string()))?;
+        MapDone { state: &self.state }.await;
+        self.finish(out)
+    }
+
+    fn check_capacity(&self, len: usize) -> Result<(), GpuError> {
+        if len > self.capacity {
+            return Err(GpuError::OutputTooSmall { needed: len, got: self.capacity });
+        }
+        Ok(())
+    }
+
+    fn bytes(&self, len: usize) -> u64 {
+        (len.min(self.capacity) as u64 * 4).max(4)
+    }
+
+    fn start(&self, len: usize) {
+        if let Ok(mut state) = self.state.lock() {
+            *state = MapState::default();
+        }
+        let state = self.state.clone();
+        self.staging.slice(..self.bytes(len)).map_async(wgpu::MapMode::Read, move |result| {
+            if let Ok(mut state) = state.lock() {
+                state.outcome = Some(result.map_err(|e| e.to_string()));
+                if let Some(waker) = state.waker.take() {
+                    waker.wake();
+                }
+            }
+        });
+    }
+
+    fn finish(&self, out: &mut [f32]) -> Result<(), GpuError> {
+        let outcome = self.state.lock().ok().and_then(|mut s| s.outcome.take());
+        match outcome {
+            Some(Ok(())) => {}
+            Some(Err(e)) => return Err(GpuError::Readback(format!("mapping the results failed: {e}"))),
+            None => return Err(GpuError::Readback("the map callback never ran (was the device lost?)".into())),
+        }
+        {
+            let view = self.staging.slice(..self.bytes(out.len())).get_mapped_range();
+            let view = view.map_err(|e| GpuError::Readback(e.to_string()))?;
+            out.copy_from_slice(bytemuck::cast_slice(&view[..out.len() * 4]));
+        }
+        self.staging.unmap();
+        Ok(())
+    }
+}
+
+/// Resolves once the map callback has reported.
+struct MapDone<'a> {
+    state: &'a Mutex<MapState>,
+}
+
+impl std::future::Future for MapDone<'_> {
+    type Output = ();
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        let Ok(mut state) = self.state.lock() else { return std::task::Poll::Ready(()) };
+        if state.outcome.is_some() {
+            std::task::Poll::Ready(())
+        } else {
+            state.waker = Some(cx.waker().clone());
+            std::task::Poll::Pending
+        }
     }
 }

@@ -3,7 +3,8 @@
 //! lavapipe in CI. Tolerance: 1e-4 relative (1e-4 absolute near zero); the GPU sums in another order.
 
 use kiln_core::kernels;
-use kiln_gpu::kernels::{GemmMode, GemmOp, LayerGeometry, LayerOp, LayerPass};
+use kiln_gpu::ops::gemm::{GemmMode, GemmOp, LayerGeometry};
+use kiln_gpu::ops::layers::{LayerOp, LayerPass};
 use kiln_gpu::{Gpu, Kernels};
 
 fn gpu() -> Gpu {

@@ -264,8 +264,7 @@ impl<'a> Trainer<'a> {
             tensor.data = values;
         }
         self.optimizer.slots = gpu.read_slots()?;
-        self.optimizer.beta1_power = gpu.beta1_power;
-        self.optimizer.beta2_power = gpu.beta2_power;
+        (self.optimizer.beta1_power, self.optimizer.beta2_power) = gpu.adam_powers();
         self.synced = true;
         Ok(())
     }
@@ -421,8 +420,7 @@ impl<'a> Trainer<'a> {
             let params: Vec<&[f32]> = self.model.params.iter().map(|t| &t.data[..]).collect();
             let slots: Vec<Vec<&[f32]>> = optimizer.slots.iter().map(|s| s.iter().map(|v| &v[..]).collect()).collect();
             gpu.write_state(&params, &slots)?;
-            gpu.beta1_power = optimizer.beta1_power;
-            gpu.beta2_power = optimizer.beta2_power;
+            gpu.set_adam_powers((optimizer.beta1_power, optimizer.beta2_power));
         }
         self.optimizer = optimizer;
         self.synced = true;

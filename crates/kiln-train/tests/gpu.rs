@@ -152,7 +152,7 @@ fn one_step_of_each_optimizer_matches_the_cpu() {
             let moved_cpu: Vec<f32> = tensor.data.iter().zip(before).map(|(a, b)| a - b).collect();
             assert_close(&moved_gpu, &moved_cpu, 2e-3, &format!("{kind}: update of {}", tensor.name));
         }
-        assert_eq!(net.beta1_power, optimizer.beta1_power, "{kind}");
+        assert_eq!(net.adam_powers(), (optimizer.beta1_power, optimizer.beta2_power), "{kind}");
         let slots = net.read_slots().unwrap();
         for (k, (gpu_slots, cpu_slots)) in slots.iter().zip(&optimizer.slots).enumerate() {
             for (s, (g, c)) in gpu_slots.iter().zip(cpu_slots).enumerate() {

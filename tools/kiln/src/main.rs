@@ -663,7 +663,7 @@ fn cmd_bench_train(args: BenchTrainArgs) -> Result<()> {
     if let Some(network) = trainer.gpu_network() {
         println!(
             "host → GPU per step: {} bytes (the batch, its labels and each tensor's update parameters); GPU → host: 8 bytes (cost and correct count); device memory {} bytes",
-            thousands(network.last_upload_bytes as usize),
+            thousands(network.last_upload_bytes() as usize),
             thousands(network.device_bytes() as usize)
         );
     }
