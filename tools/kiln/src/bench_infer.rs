@@ -47,7 +47,7 @@ pub fn isa(name: &str) -> Result<Isa> {
 
 /// Real test digits when the bundled data is there, else a fixed pattern.
 fn digits(count: usize, len: usize) -> Vec<u8> {
-    let bundled = crate::bundled_dir().and_then(|dir| kiln_train::data::Mnist::load(&dir).ok());
+    let bundled = crate::data::bundled_dir().and_then(|dir| kiln_train::data::Mnist::load(&dir).ok());
     match bundled {
         Some(m) if len == 784 => (0..count).flat_map(|i| m.test.image(i % m.test.len()).to_vec()).collect(),
         _ => (0..count * len).map(|i| (i * 37 % 251) as u8).collect(),
@@ -75,7 +75,7 @@ pub fn cmd_bench_infer(args: BenchInferArgs) -> Result<()> {
         "{} ({}), {} bytes, {:.1} MFLOP per image, kernels {}",
         meta.model_name(),
         meta.quantization(),
-        crate::thousands(bytes.len()),
+        crate::ui::thousands(bytes.len()),
         flops / 1e6,
         isa.name()
     );
