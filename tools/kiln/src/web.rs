@@ -106,12 +106,17 @@ impl serde_json::ser::Formatter for OneRecordPerLine {
     }
 }
 
-/// Writes `records` to `path` as a JSON list, one record per line.
-fn write_records<T: Serialize>(path: &Path, records: &[T]) -> Result<()> {
+/// `records` as a JSON list, one record per line, with a final newline.
+fn records_json<T: Serialize>(records: &[T]) -> Result<Vec<u8>> {
     let mut out = Vec::new();
     records.serialize(&mut serde_json::Serializer::with_formatter(&mut out, OneRecordPerLine))?;
     out.push(b'\n');
-    std::fs::write(path, out)?;
+    Ok(out)
+}
+
+/// Writes `records` to `path` as [`records_json`] lays them out.
+fn write_records<T: Serialize>(path: &Path, records: &[T]) -> Result<()> {
+    std::fs::write(path, records_json(records)?)?;
     Ok(())
 }
 
@@ -277,4 +282,37 @@ pub fn cmd_serve(args: ServeArgs) -> Result<()> {
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_are_one_per_line() {
+        let model = |file: &str, accuracy, default| ModelRecord {
+            file: file.into(),
+            name: "fc3 \"v2\"".into(),
+            quantization: "int8".into(),
+            bytes: 656_936,
+            accuracy,
+            default,
+        };
+        let json = records_json(&[model("a.kiln", Some(0.9462), true), model("b.kiln", None, false)]).unwrap();
+        assert_eq!(
+            String::from_utf8(json.clone()).unwrap(),
+            "[\n  {\"file\": \"a.kiln\", \"name\": \"fc3 \\\"v2\\\"\", \"quantization\": \"int8\", \"bytes\": 656936, \
+             \"accuracy\": 0.946200, \"default\": true},\n  {\"file\": \"b.kiln\", \"name\": \"fc3 \\\"v2\\\"\", \
+             \"quantization\": \"int8\", \"bytes\": 656936, \"accuracy\": null, \"default\": false}\n]\n"
+        );
+        let back: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        assert_eq!(back[0]["accuracy"], 0.9462);
+        assert_eq!(back[1]["name"], "fc3 \"v2\"");
+        let digit = DigitRecord { index: 3, label: 1, predicted: 7, pixels: base64(&[0, 255, 7, 1]) };
+        assert_eq!(
+            records_json(&[digit]).unwrap(),
+            b"[\n  {\"index\": 3, \"label\": 1, \"predicted\": 7, \"pixels\": \"AP8HAQ==\"}\n]\n"
+        );
+        assert_eq!(records_json::<DigitRecord>(&[]).unwrap(), b"[\n\n]\n");
+    }
 }
