@@ -358,6 +358,7 @@ mod tests {
                 Layer::Relu,
                 Layer::Dense { units: 3 },
             ],
+            normalization: Default::default(),
         };
         let mut model = Model::new(network, InitChoice::Default, 3).unwrap();
         for t in &mut model.params {

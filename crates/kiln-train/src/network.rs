@@ -12,6 +12,34 @@ pub struct Network {
     /// Per-image input shape; MNIST is `28x28x1`.
     pub input: Shape,
     pub layers: Vec<Layer>,
+    /// How 8-bit pixels become the network's inputs. Descriptions written before this field existed, and
+    /// networks that use the default, leave it out of the file.
+    #[serde(default, skip_serializing_if = "Normalization::is_default")]
+    pub normalization: Normalization,
+}
+
+/// The input preprocessing: `input = (pixel / 255 - mean) / std`. It travels with the network into every
+/// packed `.kiln` file, whose runtime applies it.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Normalization {
+    pub mean: f32,
+    pub std: f32,
+}
+
+impl Normalization {
+    /// Pixels scaled to 0..=1 and nothing more (mean 0, std 1): what the trainer feeds (`batch.rs`), and
+    /// what every network trained so far expects.
+    pub const UNIT_RANGE: Normalization = Normalization { mean: 0.0, std: 1.0 };
+
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+impl Default for Normalization {
+    fn default() -> Self {
+        Self::UNIT_RANGE
+    }
 }
 
 /// One row of `kiln train --summary`.
@@ -151,6 +179,7 @@ mod tests {
         let network = Network {
             name: "every-kind".into(),
             input: Shape::new(6, 6, 1),
+            normalization: Normalization::UNIT_RANGE,
             layers: vec![
                 Layer::Pad { top: 1, bottom: 2, left: 3, right: 4 },
                 Layer::Conv2d { filters: 3 },
@@ -178,5 +207,21 @@ mod tests {
         let params = vgg.param_layers().unwrap();
         assert_eq!(params.iter().map(|p| p.slot.index).collect::<Vec<_>>(), (0..params.len()).collect::<Vec<_>>());
         assert_eq!((params[0].scope.as_str(), params.last().unwrap().scope.as_str()), ("conv1", "dense2"));
+    }
+
+    #[test]
+    fn normalization_defaults_and_stays_out_of_old_files() {
+        // A description written before the field existed still loads, with the trainer's preprocessing.
+        let old = r#"{"name":"fc3","input":{"h":28,"w":28,"c":1},"layers":["flatten",{"dense":{"units":10}}]}"#;
+        let network: Network = serde_json::from_str(old).unwrap();
+        assert_eq!(network.normalization, Normalization { mean: 0.0, std: 1.0 });
+        // The default is left out, so files written today are unchanged.
+        let text = serde_json::to_string(&presets::fc3()).unwrap();
+        assert!(!text.contains("normalization"), "{text}");
+        // Any other value is kept.
+        let mut network = presets::fc3();
+        network.normalization = Normalization { mean: 0.1307, std: 0.3081 };
+        let back: Network = serde_json::from_str(&serde_json::to_string(&network).unwrap()).unwrap();
+        assert_eq!(back, network);
     }
 }

@@ -2,7 +2,7 @@
 
 use kiln_core::network::{Layer, Shape};
 
-use crate::network::Network;
+use crate::network::{Network, Normalization};
 
 /// The presets' names, for error messages and `--help`.
 pub const NAMES: [&str; 3] = ["fc3", "convnet4", "vgg"];
@@ -47,6 +47,7 @@ pub fn fc3() -> Network {
         name: "fc3".into(),
         input: MNIST_INPUT,
         layers: vec![Flatten, Dense { units: 500 }, Relu, Dense { units: 500 }, Relu, Dense { units: 10 }],
+        normalization: Normalization::UNIT_RANGE,
     }
 }
 
@@ -62,7 +63,7 @@ pub fn convnet4() -> Network {
     layers.extend(conv(128));
     layers.push(MaxPool);
     layers.extend([Flatten, Dense { units: 10 }]);
-    Network { name: "convnet4".into(), input: MNIST_INPUT, layers }
+    Network { name: "convnet4".into(), input: MNIST_INPUT, layers, normalization: Normalization::UNIT_RANGE }
 }
 
 /// Post 8: pad 28→32, then VGG blocks 64×2, 128×2, 256×3, 512×3 (each followed by a pool), dense 4096 ReLU,
@@ -77,7 +78,7 @@ pub fn vgg() -> Network {
         layers.push(MaxPool);
     }
     layers.extend([Flatten, Dense { units: 4096 }, Relu, Dense { units: 10 }]);
-    Network { name: "vgg".into(), input: MNIST_INPUT, layers }
+    Network { name: "vgg".into(), input: MNIST_INPUT, layers, normalization: Normalization::UNIT_RANGE }
 }
 
 #[cfg(test)]

@@ -45,6 +45,7 @@ fn odd_network() -> Network {
             Layer::Relu,
             Layer::Dense { units: 3 },
         ],
+        normalization: Default::default(),
     }
 }
 

@@ -47,7 +47,7 @@ pub fn isa(name: &str) -> Result<Isa> {
 
 /// Real test digits when the bundled data is there, else a fixed pattern.
 fn digits(count: usize, len: usize) -> Vec<u8> {
-    let bundled = crate::bundled_dir().and_then(|dir| kiln_train::data::Mnist::load(&dir).ok());
+    let bundled = crate::data::bundled_dir().and_then(|dir| kiln_train::data::Mnist::load(&dir).ok());
     match bundled {
         Some(m) if len == 784 => (0..count).flat_map(|i| m.test.image(i % m.test.len()).to_vec()).collect(),
         _ => (0..count * len).map(|i| (i * 37 % 251) as u8).collect(),
@@ -60,22 +60,13 @@ pub fn cmd_bench_infer(args: BenchInferArgs) -> Result<()> {
         Model::from_bytes(&bytes).with_context(|| format!("{} is not a valid model file", args.model.display()))?;
     let isa = isa(&args.isa)?;
     let len = model.input_shape().len();
-    let flops = {
-        let mut shape = model.input_shape();
-        let mut total = 0u64;
-        for (i, layer) in model.layers().iter().enumerate() {
-            let out = layer.output_shape(i, shape)?;
-            total += layer.forward_flops(shape, out);
-            shape = out;
-        }
-        total as f64
-    };
+    let flops = model.plan().forward_flops() as f64;
     let meta = model.metadata();
     println!(
         "{} ({}), {} bytes, {:.1} MFLOP per image, kernels {}",
         meta.model_name(),
         meta.quantization(),
-        crate::thousands(bytes.len()),
+        crate::ui::thousands(bytes.len()),
         flops / 1e6,
         isa.name()
     );

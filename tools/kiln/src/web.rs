@@ -10,9 +10,13 @@ use std::path::{Component, Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use kiln_core::Model;
+use kiln_pack::QuantPlan;
+use kiln_pack::convert::{Conversion, write_model_file};
+use kiln_pack::eval::mistakes;
+use serde::Serialize;
 
-use crate::DataArgs;
-use crate::pack::{self, ConvertArgs};
+use crate::convert::{measure, open_source, plan_error, print_report};
+use crate::data::{DataArgs, load_data, threads};
 
 #[derive(Args, Debug)]
 pub struct WebAssetsArgs {
@@ -34,20 +38,6 @@ pub struct WebAssetsArgs {
     pub data: DataArgs,
 }
 
-fn json_string(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
 fn base64(bytes: &[u8]) -> String {
     const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
@@ -64,61 +54,128 @@ fn base64(bytes: &[u8]) -> String {
     out
 }
 
+/// A `models.json` record: one packed file the page offers, as its metadata describes it.
+#[derive(Serialize)]
+struct ModelRecord {
+    file: String,
+    name: String,
+    quantization: String,
+    bytes: usize,
+    /// Test accuracy (0..=1) measured when packed.
+    accuracy: Option<f64>,
+    default: bool,
+}
+
+/// A `digits.json` record: a real test digit and the default model's prediction.
+#[derive(Serialize)]
+struct DigitRecord {
+    index: usize,
+    label: u8,
+    predicted: u8,
+    /// The 28x28 bytes, base64.
+    pixels: String,
+}
+
+/// serde_json's layout for the page's files: a list with one record per line,
+/// `[\n  {"key": value, ...},\n  ...\n]`, and fractions to six decimals.
+struct OneRecordPerLine;
+
+impl serde_json::ser::Formatter for OneRecordPerLine {
+    fn begin_array<W: ?Sized + Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        w.write_all(b"[\n")
+    }
+
+    fn end_array<W: ?Sized + Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        w.write_all(b"\n]")
+    }
+
+    fn begin_array_value<W: ?Sized + Write>(&mut self, w: &mut W, first: bool) -> std::io::Result<()> {
+        w.write_all(if first { b"  " } else { b",\n  " })
+    }
+
+    fn begin_object_key<W: ?Sized + Write>(&mut self, w: &mut W, first: bool) -> std::io::Result<()> {
+        w.write_all(if first { b"" } else { b", " })
+    }
+
+    fn begin_object_value<W: ?Sized + Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        w.write_all(b": ")
+    }
+
+    fn write_f64<W: ?Sized + Write>(&mut self, w: &mut W, value: f64) -> std::io::Result<()> {
+        write!(w, "{value:.6}")
+    }
+}
+
+/// `records` as a JSON list, one record per line, with a final newline.
+fn records_json<T: Serialize>(records: &[T]) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    records.serialize(&mut serde_json::Serializer::with_formatter(&mut out, OneRecordPerLine))?;
+    out.push(b'\n');
+    Ok(out)
+}
+
+/// Writes `records` to `path` as [`records_json`] lays them out.
+fn write_records<T: Serialize>(path: &Path, records: &[T]) -> Result<()> {
+    std::fs::write(path, records_json(records)?)?;
+    Ok(())
+}
+
 pub fn cmd_web_assets(args: WebAssetsArgs) -> Result<()> {
     let models_dir = args.out.join("models");
     std::fs::create_dir_all(&models_dir).with_context(|| format!("creating {}", models_dir.display()))?;
-    let mut entries = Vec::new();
-    let mut default_file = None;
+    let source = open_source(&args.checkpoint)?;
+    let threads = threads(&args.data);
+    let mut data = None;
+    let mut records = Vec::new();
+    let mut default_predictions = None;
     for (i, quant) in args.quants.iter().enumerate() {
         let file_name = format!("model-{}.kiln", quant.replace('/', "-"));
         let output = models_dir.join(&file_name);
-        pack::cmd_convert(ConvertArgs {
-            checkpoint: args.checkpoint.clone(),
-            output: output.clone(),
-            quant: quant.clone(),
-            layers: vec![],
-            eval: true,
-            no_eval: false,
-            data: DataArgs { data: args.data.data.clone(), threads: args.data.threads },
-        })?;
-        let bytes = std::fs::read(&output)?;
-        let model = Model::from_bytes(&bytes).with_context(|| format!("{} is not a valid model", output.display()))?;
+        let plan = QuantPlan::new::<&str>(&source.layers(), quant, &[]).map_err(plan_error)?;
+        let mut conversion = Conversion::new(&source.model, plan, &source.provenance())?;
+        if data.is_none() {
+            data = Some(load_data(&args.data)?);
+        }
+        let test = &data.as_ref().expect("loaded above").test;
+        let measured = measure(&mut conversion, test, threads)?;
+        write_model_file(&output, conversion.file())?;
+        print_report(&source, &conversion, Some(&measured), &output);
+
+        let bytes = conversion.file();
+        let model = Model::from_bytes(bytes).with_context(|| format!("{} is not a valid model", output.display()))?;
         let meta = model.metadata();
-        let accuracy = meta.test_accuracy().map_or("null".to_string(), |a| format!("{a:.6}"));
-        entries.push(format!(
-            "  {{\"file\": {}, \"name\": {}, \"quantization\": {}, \"bytes\": {}, \"accuracy\": {accuracy}, \"default\": {}}}",
-            json_string(&file_name),
-            json_string(meta.model_name()),
-            json_string(meta.quantization()),
-            bytes.len(),
-            i == 0
-        ));
+        records.push(ModelRecord {
+            file: file_name,
+            name: meta.model_name().into(),
+            quantization: meta.quantization().into(),
+            bytes: bytes.len(),
+            accuracy: meta.test_accuracy(),
+            default: i == 0,
+        });
         if i == 0 {
-            default_file = Some(bytes);
+            default_predictions = Some(measured.predicted);
         }
     }
-    std::fs::write(args.out.join("models.json"), format!("[\n{}\n]\n", entries.join(",\n")))?;
+    write_records(&args.out.join("models.json"), &records)?;
 
     // Real test digits, with the default model's predictions: the first few and some it gets wrong.
-    let data = crate::load_data(&args.data)?;
-    let file = default_file.context("--quants is empty")?;
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let predicted = pack::predict_all(&file, &data.test, threads, kiln_core::Isa::best())?;
-    let wrong: Vec<usize> =
-        (0..data.test.len()).filter(|&i| predicted[i] != data.test.labels[i]).take(args.wrong).collect();
+    let data = match data {
+        Some(data) => data,
+        None => load_data(&args.data)?,
+    };
+    let predicted = default_predictions.context("--quants is empty")?;
+    let wrong: Vec<usize> = mistakes(&predicted, &data.test.labels).take(args.wrong).collect();
     let chosen: Vec<usize> = (0..args.digits.min(data.test.len())).chain(wrong.iter().copied()).collect();
-    let digits: Vec<String> = chosen
+    let digits: Vec<DigitRecord> = chosen
         .iter()
-        .map(|&i| {
-            format!(
-                "  {{\"index\": {i}, \"label\": {}, \"predicted\": {}, \"pixels\": \"{}\"}}",
-                data.test.labels[i],
-                predicted[i],
-                base64(data.test.image(i))
-            )
+        .map(|&i| DigitRecord {
+            index: i,
+            label: data.test.labels[i],
+            predicted: predicted[i],
+            pixels: base64(data.test.image(i)),
         })
         .collect();
-    std::fs::write(args.out.join("digits.json"), format!("[\n{}\n]\n", digits.join(",\n")))?;
+    write_records(&args.out.join("digits.json"), &digits)?;
     println!(
         "Wrote {} models, models.json and digits.json ({} digits, {} the default model gets wrong) to {}",
         args.quants.len(),
@@ -225,4 +282,37 @@ pub fn cmd_serve(args: ServeArgs) -> Result<()> {
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_are_one_per_line() {
+        let model = |file: &str, accuracy, default| ModelRecord {
+            file: file.into(),
+            name: "fc3 \"v2\"".into(),
+            quantization: "int8".into(),
+            bytes: 656_936,
+            accuracy,
+            default,
+        };
+        let json = records_json(&[model("a.kiln", Some(0.9462), true), model("b.kiln", None, false)]).unwrap();
+        assert_eq!(
+            String::from_utf8(json.clone()).unwrap(),
+            "[\n  {\"file\": \"a.kiln\", \"name\": \"fc3 \\\"v2\\\"\", \"quantization\": \"int8\", \"bytes\": 656936, \
+             \"accuracy\": 0.946200, \"default\": true},\n  {\"file\": \"b.kiln\", \"name\": \"fc3 \\\"v2\\\"\", \
+             \"quantization\": \"int8\", \"bytes\": 656936, \"accuracy\": null, \"default\": false}\n]\n"
+        );
+        let back: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        assert_eq!(back[0]["accuracy"], 0.9462);
+        assert_eq!(back[1]["name"], "fc3 \"v2\"");
+        let digit = DigitRecord { index: 3, label: 1, predicted: 7, pixels: base64(&[0, 255, 7, 1]) };
+        assert_eq!(
+            records_json(&[digit]).unwrap(),
+            b"[\n  {\"index\": 3, \"label\": 1, \"predicted\": 7, \"pixels\": \"AP8HAQ==\"}\n]\n"
+        );
+        assert_eq!(records_json::<DigitRecord>(&[]).unwrap(), b"[\n\n]\n");
+    }
 }

@@ -1,0 +1,144 @@
+//! `kiln convert`: a checkpoint to a `.kiln` file, with the size and accuracy cost printed. The work is
+//! kiln-pack's (`kiln_pack::convert`); this module reads the arguments and prints the report, and lends
+//! both to `kiln web-assets` and `kiln bench pack`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use clap::Args;
+use kiln_pack::convert::{self, Conversion, Measurement, Source};
+use kiln_pack::eval::EvalOptions;
+use kiln_pack::{QuantPlan, QuantPlanError};
+use kiln_train::data::Dataset;
+
+use crate::ckpt::resolve_checkpoint;
+use crate::data::{DataArgs, load_data, threads};
+use crate::ui::{ImagesBar, thousands};
+
+#[derive(Args, Debug)]
+pub struct ConvertArgs {
+    /// A checkpoint or weights file, or a checkpoint directory (its latest checkpoint).
+    pub checkpoint: PathBuf,
+    /// Where to write the packed model.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
+    /// Weight type for every layer: f32, f16, int8, int4, int2 (block types take a block size: int4/64), or
+    /// `mixed`: int2 (a scale per 128) for layers of 2^18 weights or more (the VGG's conv5-10 and dense1),
+    /// int4 for the rest.
+    #[arg(long, default_value = "int8")]
+    pub quant: String,
+    /// Override one layer's weight type, e.g. `--layer dense1=int2 --layer conv1=int8`.
+    #[arg(long = "layer", value_name = "SCOPE=TYPE")]
+    pub layers: Vec<String>,
+    /// Measure the test accuracy of the f32 and the packed network through kiln-core's runtime. On by
+    /// default when the test set (--data, or the bundled data) is found; given explicitly, a missing test set
+    /// is an error.
+    #[arg(long, overrides_with = "no_eval")]
+    pub eval: bool,
+    /// Skip measuring the accuracy.
+    #[arg(long, overrides_with = "eval")]
+    pub no_eval: bool,
+    #[command(flatten)]
+    pub data: DataArgs,
+}
+
+/// The checkpoint a file or directory argument names, opened (every tensor's CRC-32 checked).
+pub fn open_source(path: &Path) -> Result<Source> {
+    let path = resolve_checkpoint(path)?;
+    Ok(Source::open(&path)?)
+}
+
+/// A plan error with the command-line flag it came from: `--quant` or `--layer SCOPE=TYPE`.
+pub fn plan_error(error: QuantPlanError) -> anyhow::Error {
+    let context = match error.override_spec() {
+        Some(spec) => format!("--layer {spec}"),
+        None => "--quant".to_string(),
+    };
+    anyhow::Error::new(error).context(context)
+}
+
+/// Measures `conversion` on `test` (recording the accuracy in its file), saying how long it took.
+pub fn measure(conversion: &mut Conversion<'_>, test: &Dataset, threads: usize) -> Result<Measurement> {
+    let bar = ImagesBar::default();
+    let measured = conversion.measure(test, &EvalOptions { progress: &bar, ..EvalOptions::new(threads) })?;
+    eprintln!("evaluated 2 x {} test images through kiln-core in {:.1} s", measured.total, measured.seconds);
+    Ok(measured)
+}
+
+/// The report of one conversion: the source, the f32 network and the packed file, each with its size and,
+/// when measured, its accuracy.
+pub fn print_report(source: &Source, conversion: &Conversion<'_>, measured: Option<&Measurement>, output: &Path) {
+    let label = if source.optimizer_state { "checkpoint" } else { "source weights file" };
+    let mut rows = vec![(label.to_string(), source.len, None, None, None)];
+    let bits = Some(conversion.bits_per_weight());
+    let packed = conversion.file().len();
+    let description = conversion.plan().description.clone();
+    match measured {
+        Some(m) => {
+            rows.push((
+                "f32 network".into(),
+                m.reference_bytes,
+                Some(32.0),
+                Some(m.percent(m.reference_correct)),
+                Some(100.0),
+            ));
+            rows.push((description, packed, bits, Some(m.percent(m.correct)), Some(m.percent(m.agreement))));
+        }
+        None => rows.push((description, packed, bits, None, None)),
+    }
+
+    println!(
+        "Packed {} (step {}) from {} in {:.1} s",
+        source.network().name,
+        source.step,
+        source.path.display(),
+        conversion.pack_seconds()
+    );
+    // The first column fits the longest row name (a long `mixed: …` description), at least 44 wide.
+    let width = rows.iter().map(|r| r.0.len()).max().unwrap_or(0).max(44);
+    println!(
+        "{:<width$} {:>13} {:>8} {:>12} {:>10} {:>10}",
+        "", "bytes", "ratio", "bits/weight", "test acc", "agreement"
+    );
+    let opt = |v: Option<f64>, unit: &str| v.map_or("-".to_string(), |v| format!("{v:.2}{unit}"));
+    for (name, size, bits, acc, agreement) in &rows {
+        println!(
+            "{name:<width$} {:>13} {:>7.1}x {:>12} {:>10} {:>10}",
+            thousands(*size),
+            source.len as f64 / *size as f64,
+            opt(*bits, ""),
+            opt(*acc, " %"),
+            opt(*agreement, " %"),
+        );
+    }
+    if let [.., (_, _, _, Some(before), _), (_, _, _, Some(after), _)] = rows[..] {
+        println!("Accuracy change: {:+.2} points", after - before);
+    }
+    println!("Wrote {} ({} bytes)", output.display(), thousands(packed));
+}
+
+pub fn cmd_convert(args: ConvertArgs) -> Result<()> {
+    let source = open_source(&args.checkpoint)?;
+    let plan = QuantPlan::new(&source.layers(), &args.quant, &args.layers).map_err(plan_error)?;
+    let mut conversion = Conversion::new(&source.model, plan, &source.provenance())?;
+
+    let data = if args.no_eval {
+        None
+    } else {
+        match load_data(&args.data) {
+            Ok(data) => Some(data),
+            Err(e) if args.data.data.is_none() && !args.eval => {
+                eprintln!("note: no test set, so no accuracy measured ({e:#}); pass --data DIR to measure it");
+                None
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    let measured = match &data {
+        Some(data) => Some(measure(&mut conversion, &data.test, threads(&args.data))?),
+        None => None,
+    };
+    convert::write_model_file(&args.output, conversion.file())?;
+    print_report(&source, &conversion, measured.as_ref(), &args.output);
+    Ok(())
+}
