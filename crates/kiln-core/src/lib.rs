@@ -6,8 +6,8 @@
 //!
 //! Layout follows TensorFlow: activations NHWC, conv weights HWIO `[3,3,in,out]`, dense weights `[in,out]`.
 #![no_std]
-// One audited exception: calling the AVX2 build of a kernel after run-time detection (kernels/packed.rs).
-#![deny(unsafe_code)]
+// `unsafe_code` is denied workspace-wide; the one audited exception is the SIMD micro-kernels in
+// kernels/packed.rs, chosen after run-time feature detection.
 
 #[cfg(feature = "std")]
 extern crate std;

@@ -291,6 +291,7 @@ impl Readback {
         #[cfg(not(target_arch = "wasm32"))]
         gpu.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| GpuError::Readback(e.to_string()))?;
         MapDone { state: &self.state }.await;
+        gpu.check_lost()?;
         self.finish(out)
     }
 

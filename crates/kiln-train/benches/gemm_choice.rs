@@ -1,6 +1,8 @@
 //! Picks the GEMM crate: `gemm` against `matrixmultiply` on the VGG's own conv shapes, both on all cores.
 //!
 //! `cargo bench -p kiln-train --bench gemm_choice` — figures go in docs/BENCHMARKS.md.
+// matrixmultiply's API takes raw pointers and strides.
+#![allow(unsafe_code)]
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use kiln_train::gemm::{MatRef, matmul};

@@ -16,7 +16,8 @@ pub struct MatRef<'a> {
 impl<'a> MatRef<'a> {
     /// A row-major `rows x cols` matrix. Panics if `data` is too short (a bug in the caller, not bad input).
     pub fn row_major(data: &'a [f32], rows: usize, cols: usize) -> Self {
-        assert!(data.len() >= rows * cols, "matrix {rows}x{cols} needs {} values, got {}", rows * cols, data.len());
+        let needed = rows.checked_mul(cols).unwrap_or_else(|| panic!("matrix {rows}x{cols} overflows usize"));
+        assert!(data.len() >= needed, "matrix {rows}x{cols} needs {needed} values, got {}", data.len());
         MatRef { data, rows, cols, row_stride: cols, col_stride: 1 }
     }
 
@@ -46,16 +47,19 @@ pub fn matmul_serial(dst: &mut [f32], lhs: MatRef<'_>, rhs: MatRef<'_>, accumula
     matmul_with(dst, lhs, rhs, accumulate, gemm::Parallelism::None)
 }
 
+// The one call into the gemm crate, whose API takes raw pointers and strides.
+#[allow(unsafe_code)]
 fn matmul_with(dst: &mut [f32], lhs: MatRef<'_>, rhs: MatRef<'_>, accumulate: bool, parallelism: gemm::Parallelism) {
     let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
     assert_eq!(rhs.rows, k, "inner dimensions differ");
-    assert!(dst.len() >= m * n, "destination {m}x{n} too short");
+    let dst_len = m.checked_mul(n).unwrap_or_else(|| panic!("destination {m}x{n} overflows usize"));
+    assert!(dst.len() >= dst_len, "destination {m}x{n} too short");
     if m == 0 || n == 0 {
         return;
     }
     if k == 0 {
         if !accumulate {
-            dst[..m * n].fill(0.0);
+            dst[..dst_len].fill(0.0);
         }
         return;
     }

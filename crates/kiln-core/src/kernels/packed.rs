@@ -5,6 +5,11 @@
 //! decoded once per tile and reused for every pixel in it, so dequantization is fused into the loop and
 //! nothing is allocated. Hand-written because this crate is `no_std` without `alloc`.
 
+// The SIMD micro-kernels are `unsafe fn`s: they need CPU features that `dispatch` detects at run time, and
+// they read through raw pointers after checking every bound. This module is kiln-core's one exception to
+// the workspace's `unsafe_code = "deny"`.
+#![allow(unsafe_code)]
+
 use super::{Isa, LengthError, check};
 use crate::format::Values;
 
@@ -86,48 +91,62 @@ struct Gemm<'a, S> {
 fn dispatch<S: Fn(usize, usize) -> Option<usize>>(isa: Isa, g: &Gemm<'_, S>, output: &mut [f32]) {
     #[cfg(all(feature = "std", target_arch = "x86_64", not(all(target_feature = "avx2", target_feature = "fma"))))]
     if isa == Isa::Avx512 && isa.is_available() {
-        return x86::gemm_avx512(g, output);
+        // SAFETY: `is_available` detected AVX-512F, AVX-512VL, AVX2 and FMA at run time.
+        return unsafe { x86::gemm_avx512(g, output) };
     }
     if matches!(isa, Isa::Avx2Fma | Isa::Avx512) && Isa::Avx2Fma.is_available() {
+        // SAFETY: the portable loops need no feature beyond what the binary was compiled for.
         #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
-        return gemm::<true, 1, S, Portable<true>>(g, output);
+        return unsafe { gemm::<true, 1, S, Portable<true>>(g, output) };
         #[cfg(all(
             feature = "std",
             target_arch = "x86_64",
             not(all(target_feature = "avx2", target_feature = "fma"))
         ))]
-        return x86::gemm_avx2_fma(g, output);
+        // SAFETY: `Isa::Avx2Fma.is_available()` detected AVX2 and FMA at run time.
+        return unsafe { x86::gemm_avx2_fma(g, output) };
     }
+    // SAFETY: compiled with simd128 enabled (the cfg), which every wasm host then must have.
     #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-    return gemm::<false, 4, S, wasm::Simd128>(g, output);
+    return unsafe { gemm::<false, 4, S, wasm::Simd128>(g, output) };
+    // SAFETY: the portable loops need no feature beyond what the binary was compiled for.
     #[allow(unreachable_code)]
-    gemm::<false, 1, S, Portable<false>>(g, output)
+    unsafe {
+        gemm::<false, 1, S, Portable<false>>(g, output)
+    }
 }
 
 #[cfg(all(feature = "std", target_arch = "x86_64", not(all(target_feature = "avx2", target_feature = "fma"))))]
-#[allow(unsafe_code)]
 mod x86 {
     use super::*;
 
     /// The same loops compiled with AVX2 and FMA enabled.
-    pub(super) fn gemm_avx2_fma<S: Fn(usize, usize) -> Option<usize>>(g: &Gemm<'_, S>, output: &mut [f32]) {
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA (`Isa::Avx2Fma.is_available()`).
+    pub(super) unsafe fn gemm_avx2_fma<S: Fn(usize, usize) -> Option<usize>>(g: &Gemm<'_, S>, output: &mut [f32]) {
         #[target_feature(enable = "avx2,fma")]
-        fn inner<S: Fn(usize, usize) -> Option<usize>>(g: &Gemm<'_, S>, output: &mut [f32]) {
-            gemm::<true, 1, S, Portable<true>>(g, output)
+        unsafe fn inner<S: Fn(usize, usize) -> Option<usize>>(g: &Gemm<'_, S>, output: &mut [f32]) {
+            // SAFETY: the portable loops need only what `inner` is compiled for.
+            unsafe { gemm::<true, 1, S, Portable<true>>(g, output) }
         }
         // SAFETY: the only requirement of a `target_feature` function is that the CPU supports the
-        // features, and the caller checked both with `is_x86_feature_detected!`.
+        // features, which this function's caller guarantees.
         unsafe { inner(g, output) }
     }
 
     /// With AVX-512's 32 registers, four pixels' accumulators (16 registers) stay in registers together,
     /// so each weight load feeds four multiply-adds.
-    pub(super) fn gemm_avx512<S: Fn(usize, usize) -> Option<usize>>(g: &Gemm<'_, S>, output: &mut [f32]) {
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512F, AVX-512VL, AVX2 and FMA (`Isa::Avx512.is_available()`).
+    pub(super) unsafe fn gemm_avx512<S: Fn(usize, usize) -> Option<usize>>(g: &Gemm<'_, S>, output: &mut [f32]) {
         #[target_feature(enable = "avx2,fma,avx512f,avx512vl")]
-        fn inner<S: Fn(usize, usize) -> Option<usize>>(g: &Gemm<'_, S>, output: &mut [f32]) {
-            gemm::<true, 4, S, Avx512>(g, output)
+        unsafe fn inner<S: Fn(usize, usize) -> Option<usize>>(g: &Gemm<'_, S>, output: &mut [f32]) {
+            // SAFETY: `inner` runs only with the features `Avx512` needs.
+            unsafe { gemm::<true, 4, S, Avx512>(g, output) }
         }
-        // SAFETY: as above; the caller checked AVX-512F, AVX-512VL, AVX2 and FMA at run time.
+        // SAFETY: as above; the caller guarantees AVX-512F, AVX-512VL, AVX2 and FMA.
         unsafe { inner(g, output) }
     }
 
@@ -138,7 +157,7 @@ mod x86 {
 
     impl<const PIX: usize> Micro<PIX> for Avx512 {
         #[inline(always)]
-        fn group(xs: [&[f32]; PIX], panel: Panel<'_>, c: usize, out: &mut [f32], offsets: [usize; PIX]) {
+        unsafe fn group(xs: [&[f32]; PIX], panel: Panel<'_>, c: usize, out: &mut [f32], offsets: [usize; PIX]) {
             use core::arch::x86_64::*;
             const LANES: usize = 16;
             const VECS: usize = TILE_COLS / LANES;
@@ -183,14 +202,13 @@ mod x86 {
                 }
             }
             let xs = xs.map(|x| x.as_ptr());
-            // SAFETY: bounds checked above; AVX-512F was detected before this build was chosen.
+            // SAFETY: bounds checked above; the caller guarantees AVX-512F (the trait's contract).
             unsafe { sweep::<PIX>(&xs, values[c..].as_ptr(), stride, rows, out.as_mut_ptr(), &offsets) }
         }
     }
 }
 
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-#[allow(unsafe_code)]
 mod wasm {
     use super::*;
     use core::arch::wasm32::*;
@@ -202,7 +220,7 @@ mod wasm {
 
     impl<const PIX: usize> Micro<PIX> for Simd128 {
         #[inline(always)]
-        fn group(xs: [&[f32]; PIX], panel: Panel<'_>, c: usize, out: &mut [f32], offsets: [usize; PIX]) {
+        unsafe fn group(xs: [&[f32]; PIX], panel: Panel<'_>, c: usize, out: &mut [f32], offsets: [usize; PIX]) {
             let Panel { values, stride, rows } = panel;
             // Every access below is inside these bounds.
             assert!(rows == 0 || (rows - 1) * stride + c + TILE_COLS <= values.len());
@@ -247,15 +265,19 @@ const GEMV_COLS: usize = 1024;
 const GEMV_RUN: usize = 256;
 
 /// Computes `g` (see [`Gemm`]) into `output` with the loop order that suits its shape.
+///
+/// # Safety
+/// The CPU must have the features micro-kernel `M` is built for (see [`Micro::group`]).
 #[inline(always)]
-fn gemm<const FMA: bool, const PIX: usize, S: Fn(usize, usize) -> Option<usize>, M: Micro<PIX> + Micro<1>>(
+unsafe fn gemm<const FMA: bool, const PIX: usize, S: Fn(usize, usize) -> Option<usize>, M: Micro<PIX> + Micro<1>>(
     g: &Gemm<'_, S>,
     output: &mut [f32],
 ) {
     if g.taps == 1 && g.pixels < GEMV_MAX_ROWS {
         gemv::<FMA, S>(g, output)
     } else {
-        implicit_gemm::<FMA, PIX, S, M>(g, output)
+        // SAFETY: passed on from this function's caller.
+        unsafe { implicit_gemm::<FMA, PIX, S, M>(g, output) }
     }
 }
 
@@ -271,7 +293,10 @@ struct Panel<'a> {
 /// (panel row j)[c..][..TILE_COLS]`, the pixels' accumulators held in registers across the panel. The
 /// offsets are distinct.
 trait Micro<const PIX: usize> {
-    fn group(xs: [&[f32]; PIX], panel: Panel<'_>, c: usize, out: &mut [f32], offsets: [usize; PIX]);
+    /// # Safety
+    /// The CPU must have the features this build is compiled for (none for [`Portable`]); the caller
+    /// checks them at run time before choosing the build. Lengths are checked inside.
+    unsafe fn group(xs: [&[f32]; PIX], panel: Panel<'_>, c: usize, out: &mut [f32], offsets: [usize; PIX]);
 }
 
 /// Plain loops the compiler vectorizes for whatever the target has.
@@ -279,7 +304,7 @@ enum Portable<const FMA: bool> {}
 
 impl<const PIX: usize, const FMA: bool> Micro<PIX> for Portable<FMA> {
     #[inline(always)]
-    fn group(xs: [&[f32]; PIX], panel: Panel<'_>, c: usize, out: &mut [f32], offsets: [usize; PIX]) {
+    unsafe fn group(xs: [&[f32]; PIX], panel: Panel<'_>, c: usize, out: &mut [f32], offsets: [usize; PIX]) {
         let mut r: [[f32; TILE_COLS]; PIX] = core::array::from_fn(|p| *tile(&out[offsets[p]..]));
         for j in 0..panel.rows {
             let w = tile(&panel.values[j * panel.stride + c..]);
@@ -343,8 +368,16 @@ fn gemv<const FMA: bool, S: Fn(usize, usize) -> Option<usize>>(g: &Gemm<'_, S>, 
 /// tile, whose accumulators (the output rows themselves) stay in registers across the panel.
 /// `FMA` fuses each multiply-add (only worth it where the CPU has FMA instructions; elsewhere `mul_add`
 /// would be a slow library call).
+///
+/// # Safety
+/// The CPU must have the features micro-kernel `M` is built for (see [`Micro::group`]).
 #[inline(always)]
-fn implicit_gemm<const FMA: bool, const PIX: usize, S: Fn(usize, usize) -> Option<usize>, M: Micro<PIX> + Micro<1>>(
+unsafe fn implicit_gemm<
+    const FMA: bool,
+    const PIX: usize,
+    S: Fn(usize, usize) -> Option<usize>,
+    M: Micro<PIX> + Micro<1>,
+>(
     g: &Gemm<'_, S>,
     output: &mut [f32],
 ) {
@@ -403,10 +436,12 @@ fn implicit_gemm<const FMA: bool, const PIX: usize, S: Fn(usize, usize) -> Optio
                             for group in &mut groups {
                                 let xs = core::array::from_fn(|q| x_of(group[q].1));
                                 let offsets = core::array::from_fn(|q| at(group[q].0));
-                                <M as Micro<PIX>>::group(xs, panel, c, output, offsets);
+                                // SAFETY: this function's caller vouches for M's CPU features.
+                                unsafe { <M as Micro<PIX>>::group(xs, panel, c, output, offsets) };
                             }
                             for &(t, start) in groups.remainder() {
-                                <M as Micro<1>>::group([x_of(start)], panel, c, output, [at(t)]);
+                                // SAFETY: as above.
+                                unsafe { <M as Micro<1>>::group([x_of(start)], panel, c, output, [at(t)]) };
                             }
                         } else {
                             for &(t, start) in valid {
