@@ -16,10 +16,11 @@ use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::config::TrainConfig;
 use crate::model::Model;
 use crate::network::Network;
 use crate::optim::Optimizer;
-use crate::train::{Progress, TrainConfig};
+use crate::train::Progress;
 use crate::weights::{NETWORK_KEY, STEP_KEY, VERSION_KEY};
 
 /// Metadata keys beyond those of [`crate::weights`].
@@ -438,10 +439,10 @@ fn newest_intact(dir: &Path) -> Result<Option<PathBuf>, CheckpointError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::tests::config;
     use crate::init::InitChoice;
     use crate::optim::{OptimizerConfig, OptimizerKind};
     use crate::presets;
-    use crate::train::tests::config;
 
     #[test]
     fn save_open_keep_and_corruption() {

@@ -1,6 +1,7 @@
 //! Kiln's CPU trainer for the "Learn TensorFlow Now" networks.
 //!
 //! - [`presets`]: the series' networks (`fc3`, `convnet4`, `vgg`) as [`network::Network`] descriptions.
+//! - [`config`]: a run's settings (length, schedule, optimizer, initializer) and their parsing.
 //! - [`init`], [`optim`]: the initializers and optimizers, with TensorFlow 1 semantics.
 //! - [`layers`]: each layer's fast forward pass right next to its backward pass, with gradient checks.
 //! - [`model`]: parameters plus the forward and backward passes over a whole network.
@@ -9,6 +10,7 @@
 
 pub mod batch;
 pub mod checkpoint;
+pub mod config;
 pub mod data;
 pub mod eval;
 pub mod gemm;
@@ -22,7 +24,8 @@ pub mod rng;
 pub mod train;
 pub mod weights;
 
+pub use config::TrainConfig;
 pub use data::{DataError, Dataset, Mnist};
 pub use model::Model;
 pub use network::Network;
-pub use train::{TrainConfig, TrainError};
+pub use train::TrainError;

@@ -1,8 +1,6 @@
 //! The training loop: shuffled mini-batches, optional augmentation and learning-rate schedule, one
 //! optimizer update per batch, a test-set evaluation at the end.
 
-use std::fmt;
-use std::str::FromStr;
 use std::time::Instant;
 
 use rand::seq::SliceRandom;
@@ -12,80 +10,15 @@ use thiserror::Error;
 use rand_chacha::ChaCha8Rng;
 
 use crate::batch;
+use crate::config::ConfigError;
 use crate::data::{Dataset, Mnist};
 use crate::eval::{Evaluation, evaluate};
 use crate::layers::loss;
 use crate::model::{Model, Workspace};
-use crate::optim::{Optimizer, OptimizerConfig};
+use crate::optim::Optimizer;
 use crate::rng::{Purpose, stream};
 
-/// How long to train.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Length {
-    Epochs(u64),
-    Steps(u64),
-}
-
-/// How the learning rate moves over the run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Schedule {
-    /// The same rate throughout, as in the series.
-    Constant,
-    /// Half a cosine from the full rate down to zero at the last step.
-    Cosine,
-}
-
-pub const SCHEDULE_NAMES: [&str; 2] = ["constant", "cosine"];
-
-impl FromStr for Schedule {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "constant" => Ok(Schedule::Constant),
-            "cosine" => Ok(Schedule::Cosine),
-            _ => Err(format!("unknown schedule '{s}'; valid: {}", SCHEDULE_NAMES.join(", "))),
-        }
-    }
-}
-
-impl fmt::Display for Schedule {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Schedule::Constant => "constant",
-            Schedule::Cosine => "cosine",
-        })
-    }
-}
-
-impl Schedule {
-    /// The rate for update `step` (0-based) of `total`.
-    pub fn rate(self, base: f32, step: u64, total: u64) -> f32 {
-        match self {
-            Schedule::Constant => base,
-            Schedule::Cosine => {
-                let progress = step as f64 / total.max(1) as f64;
-                (base as f64 * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())) as f32
-            }
-        }
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct TrainConfig {
-    pub length: Length,
-    /// Images per update.
-    pub batch: usize,
-    /// Base learning rate.
-    pub lr: f32,
-    pub optimizer: OptimizerConfig,
-    pub schedule: Schedule,
-    /// Seed for the data order and augmentation (initialisation takes its own seed in [`Model::new`]).
-    pub seed: u64,
-    /// Random shift of each training image by up to this many pixels on each axis; 0 turns it off.
-    pub augment_shift: usize,
-}
+pub use crate::config::{Length, SCHEDULE_NAMES, Schedule, TrainConfig};
 
 /// Why training stopped early or could not start.
 #[derive(Debug, Error)]
@@ -105,6 +38,12 @@ pub enum TrainError {
     /// The GPU failed (no adapter, out of memory, device lost).
     #[error(transparent)]
     Gpu(#[from] kiln_gpu::GpuError),
+}
+
+impl From<ConfigError> for TrainError {
+    fn from(ConfigError(problem): ConfigError) -> Self {
+        TrainError::InvalidConfig(problem)
+    }
 }
 
 /// Where a run stands: with the weights and the optimizer state, everything needed to continue it
@@ -145,32 +84,6 @@ pub struct TrainSummary {
     /// Wall time of the training steps alone (not the final evaluation).
     pub train_seconds: f64,
     pub images_seen: u64,
-}
-
-impl TrainConfig {
-    /// Checks the ranges a user can get wrong.
-    pub fn validate(&self) -> Result<(), TrainError> {
-        let bad = |m: String| Err(TrainError::InvalidConfig(m));
-        if self.batch == 0 {
-            return bad("batch size must be at least 1".into());
-        }
-        if !(self.lr.is_finite() && self.lr > 0.0) {
-            return bad(format!("learning rate must be a positive number, got {}", self.lr));
-        }
-        match self.length {
-            Length::Epochs(0) => bad("epochs must be at least 1".into()),
-            Length::Steps(0) => bad("steps must be at least 1".into()),
-            _ => Ok(()),
-        }
-    }
-
-    /// Total updates for a training set of `examples`.
-    pub fn total_steps(&self, examples: usize) -> u64 {
-        match self.length {
-            Length::Steps(s) => s,
-            Length::Epochs(e) => e * examples.div_ceil(self.batch) as u64,
-        }
-    }
 }
 
 /// Checks that `data` fits `model`: grayscale images of the input size, labels below the class count.
@@ -469,48 +382,22 @@ pub fn train(
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
+    use crate::config::tests::config;
     use crate::init::InitChoice;
-    use crate::optim::OptimizerKind;
     use crate::presets;
 
-    /// Ten Adam steps at batch 64 with a constant rate: a small, valid configuration for tests.
-    pub(crate) fn config() -> TrainConfig {
-        TrainConfig {
-            length: Length::Steps(10),
-            batch: 64,
-            lr: 0.001,
-            optimizer: OptimizerConfig::new(OptimizerKind::Adam),
-            schedule: Schedule::Constant,
-            seed: 1,
-            augment_shift: 0,
-        }
-    }
-
-    #[test]
-    fn rejects_non_positive_settings() {
-        let mut c = config();
-        c.batch = 0;
-        assert!(c.validate().unwrap_err().to_string().contains("batch size"));
-        let mut c = config();
-        c.lr = -1.0;
-        assert!(c.validate().unwrap_err().to_string().contains("learning rate"));
-        c.lr = f32::NAN;
-        assert!(c.validate().is_err());
-        let mut c = config();
-        c.length = Length::Steps(0);
-        assert!(c.validate().unwrap_err().to_string().contains("steps"));
-        c.length = Length::Epochs(0);
-        assert!(c.validate().unwrap_err().to_string().contains("epochs"));
+    fn bundled() -> Mnist {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(crate::data::BUNDLED_DIR);
+        Mnist::load(&dir).unwrap()
     }
 
     /// `train` on a slice of the bundled digits: fc3 must beat chance by far in a few dozen steps.
     #[test]
     fn train_learns_on_real_digits() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(crate::data::BUNDLED_DIR);
-        let full = Mnist::load(&dir).unwrap();
-        let data = Mnist { dir, train: full.train.take(2000), test: full.test.take(500) };
+        let full = bundled();
+        let data = Mnist { dir: full.dir, train: full.train.take(2000), test: full.test.take(500) };
         let mut model = Model::new(presets::fc3(), InitChoice::Default, 1).unwrap();
         let mut steps = 0;
         let c = TrainConfig { length: Length::Steps(60), ..config() };
@@ -519,10 +406,55 @@ pub(crate) mod tests {
         assert!(summary.test.accuracy > 0.8, "fc3 reached only {}", summary.test.accuracy);
     }
 
+    /// On the CPU backend, N steps, then a new trainer resumed from the progress and optimizer state, then
+    /// N more, equal 2N steps straight, bit for bit (across an epoch boundary, with augmentation).
     #[test]
-    fn cosine_schedule_ends_near_zero() {
-        assert_eq!(Schedule::Cosine.rate(1.0, 0, 100), 1.0);
-        assert!((Schedule::Cosine.rate(1.0, 50, 100) - 0.5).abs() < 1e-6);
-        assert!(Schedule::Cosine.rate(1.0, 99, 100) < 0.001);
+    fn resume_continues_bit_for_bit() {
+        let train_set = bundled().train.take(200);
+        let c = TrainConfig { length: Length::Steps(8), batch: 48, augment_shift: 2, ..config() };
+        let fresh = || Model::new(presets::fc3(), InitChoice::Default, 2).unwrap();
+
+        let mut straight = fresh();
+        let mut trainer = Trainer::new(&mut straight, &train_set, &c).unwrap();
+        assert!(!trainer.on_gpu());
+        while !trainer.is_finished() {
+            trainer.step().unwrap();
+        }
+        assert_eq!(trainer.progress().epoch, 1, "the run crosses an epoch boundary");
+        let straight_optimizer = trainer.optimizer().clone();
+
+        let mut halves = fresh();
+        let mut first = Trainer::new(&mut halves, &train_set, &c).unwrap();
+        for _ in 0..3 {
+            first.step().unwrap();
+        }
+        let (progress, optimizer) = (first.progress(), first.optimizer().clone());
+        let mut second = Trainer::new(&mut halves, &train_set, &c).unwrap();
+        second.resume(&progress, optimizer).unwrap();
+        assert_eq!(second.progress(), progress);
+        while !second.is_finished() {
+            second.step().unwrap();
+        }
+        assert_eq!(second.optimizer().slots, straight_optimizer.slots);
+        assert_eq!(second.optimizer().updates, 8);
+        assert_eq!(halves.params, straight.params);
+    }
+
+    #[test]
+    fn settings_and_data_are_checked() {
+        let train_set = bundled().train.take(100);
+        let mut model = Model::new(presets::fc3(), InitChoice::Default, 2).unwrap();
+        let bad = TrainConfig { batch: 0, ..config() };
+        let err = Trainer::new(&mut model, &train_set, &bad).unwrap_err().to_string();
+        assert_eq!(err, "invalid setting: batch size must be at least 1");
+        let bad = TrainConfig { augment_shift: 28, ..config() };
+        let err = Trainer::new(&mut model, &train_set, &bad).unwrap_err().to_string();
+        assert!(err.contains("a shift of 28 pixels"), "{err}");
+        let wide = Dataset { rows: 28, cols: 30, pixels: vec![0; 28 * 30 * 4], labels: vec![0; 4] };
+        let err = Trainer::new(&mut model, &wide, &config()).unwrap_err().to_string();
+        assert!(err.contains("but the data has 28x30 images"), "{err}");
+        let empty = train_set.take(0);
+        let err = Trainer::new(&mut model, &empty, &config()).unwrap_err().to_string();
+        assert!(err.contains("the training set is empty"), "{err}");
     }
 }
