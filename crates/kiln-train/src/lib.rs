@@ -7,12 +7,15 @@
 //! - [`model`]: parameters plus the forward and backward passes over a whole network.
 //! - [`data`]: the IDX (MNIST) reader; [`batch`]: batches and augmentation.
 //! - [`train`]: the training loop; [`eval`]: test-set evaluation.
+//! - Storage: [`tensor_file`] (the safetensors checkpoint and weights files), [`checkpoint`] (the Saver:
+//!   cadence, keep-K, the `checkpoint` state file, recovery), [`fs`] (atomic writes).
 
 pub mod batch;
 pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod eval;
+pub mod fs;
 pub mod gemm;
 pub mod init;
 pub mod layers;
@@ -21,8 +24,13 @@ pub mod network;
 pub mod optim;
 pub mod presets;
 pub mod rng;
+pub mod tensor_file;
 pub mod train;
-pub mod weights;
+
+/// Weights-only files, under their old path: the codec is [`tensor_file`].
+pub mod weights {
+    pub use crate::tensor_file::{NETWORK_KEY, STEP_KEY, VERSION_KEY, load_weights as load, save_weights as save};
+}
 
 pub use config::TrainConfig;
 pub use data::{DataError, Dataset, Mnist};

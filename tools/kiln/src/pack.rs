@@ -10,7 +10,7 @@ use clap::Args;
 use kiln_core::format::{DType, Model as Packed};
 use kiln_core::{Isa, runtime};
 use kiln_pack::{Metadata, PackedTensor, Quant};
-use kiln_train::checkpoint::{self, Checkpoint};
+use kiln_train::checkpoint::Checkpoint;
 use kiln_train::data::Dataset;
 use sha2::{Digest, Sha256};
 
@@ -298,7 +298,7 @@ pub fn cmd_convert(args: ConvertArgs) -> Result<()> {
         let bits = 8.0 * bytes as f64 / weights as f64;
         rows.push((quantization.clone(), packed.len(), Some(bits), None, None));
     }
-    checkpoint::write_atomic(&args.output, &packed)?;
+    kiln_train::fs::write_atomic(&args.output, &packed)?;
 
     println!("Packed {} (step {}) from {} in {pack_secs:.1} s", network.name, ckpt.step(), path.display());
     // The first column fits the longest row name (a long `mixed: …` description), at least 44 wide.
