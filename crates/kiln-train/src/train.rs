@@ -1,6 +1,7 @@
 //! The training loop: shuffled mini-batches, optional augmentation and learning-rate schedule, one
 //! optimizer update per batch, a test-set evaluation at the end.
 
+use std::marker::PhantomData;
 use std::time::Instant;
 
 use rand::seq::SliceRandom;
@@ -100,6 +101,37 @@ pub fn check_data(model: &Model, data: &Dataset) -> Result<(), TrainError> {
     Ok(())
 }
 
+/// Where the steps run, with what each device keeps beside the shared batch buffers.
+#[derive(Debug)]
+enum Backend<'a> {
+    /// The CPU trainer: forward, backward and updates on the host, into `model.params` and the optimizer.
+    Cpu {
+        /// Same order and lengths as `model.params`.
+        grads: Vec<Vec<f32>>,
+        /// `[batch, classes]`
+        dlogits: Vec<f32>,
+        /// The GPU variant borrows the device for `'a`; the CPU one borrows nothing.
+        _device: PhantomData<&'a ()>,
+    },
+    /// A GPU: the network, its parameters and optimizer state live there, and `model.params` /
+    /// `optimizer` are brought up to date by [`Trainer::sync`].
+    Gpu {
+        network: Box<kiln_gpu::GpuNetwork<'a>>,
+        /// Whether `model.params` and `optimizer` hold the latest state.
+        synced: bool,
+    },
+}
+
+impl Backend<'_> {
+    fn cpu(model: &Model, batch: usize) -> Self {
+        Backend::Cpu {
+            grads: model.param_lens().iter().map(|&len| vec![0.0; len]).collect(),
+            dlogits: vec![0.0; batch * model.classes()],
+            _device: PhantomData,
+        }
+    }
+}
+
 /// Steps through training one update at a time. [`train`] drives it to the end; benchmarks and
 /// callers that want control (checkpointing, early stops) call [`Trainer::step`] themselves.
 #[derive(Debug)]
@@ -109,26 +141,18 @@ pub struct Trainer<'a> {
     config: TrainConfig,
     total: u64,
     optimizer: Optimizer,
-    /// Same order and lengths as `model.params`.
-    grads: Vec<Vec<f32>>,
     ws: Workspace,
     /// `[batch, h, w, 1]`
     images: Vec<f32>,
     /// `[batch]`
     labels: Vec<u8>,
-    /// `[batch, classes]`
-    dlogits: Vec<f32>,
     /// This epoch's shuffled example order, and where the next batch starts in it.
     order: Vec<usize>,
     position: usize,
     epoch: u64,
     augment: ChaCha8Rng,
     step: u64,
-    /// When training on a GPU: the network, its parameters and optimizer state live there, and
-    /// `model.params` / `optimizer` are brought up to date by [`Trainer::sync`].
-    gpu: Option<kiln_gpu::GpuNetwork<'a>>,
-    /// Whether `model.params` and `optimizer` hold the latest state (always, on the CPU).
-    synced: bool,
+    backend: Backend<'a>,
 }
 
 impl<'a> Trainer<'a> {
@@ -151,39 +175,31 @@ impl<'a> Trainer<'a> {
             config.batch,
             Some(config.optimizer.gpu_spec()),
         )?;
-        let mut trainer = Trainer::new(model, data, config)?;
-        trainer.gpu = Some(network);
-        Ok(trainer)
-    }
-
-    /// Whether the steps run on a GPU.
-    pub fn on_gpu(&self) -> bool {
-        self.gpu.is_some()
+        Trainer::with_backend(model, data, config, Backend::Gpu { network: Box::new(network), synced: true })
     }
 
     /// The GPU network (to read gradients in tests, or its traffic figures).
     pub fn gpu_network(&self) -> Option<&kiln_gpu::GpuNetwork<'a>> {
-        self.gpu.as_ref()
+        match &self.backend {
+            Backend::Cpu { .. } => None,
+            Backend::Gpu { network, .. } => Some(&**network),
+        }
     }
+}
 
-    /// Brings `model.params` and the optimizer state back from the GPU (before a checkpoint or an
-    /// evaluation). Free on the CPU.
-    pub fn sync(&mut self) -> Result<(), TrainError> {
-        let Some(gpu) = &self.gpu else { return Ok(()) };
-        if self.synced {
-            return Ok(());
-        }
-        for (tensor, values) in self.model.params.iter_mut().zip(gpu.read_params()?) {
-            tensor.data = values;
-        }
-        self.optimizer.slots = gpu.read_slots()?;
-        self.optimizer.beta1_power = gpu.beta1_power;
-        self.optimizer.beta2_power = gpu.beta2_power;
-        self.synced = true;
-        Ok(())
-    }
+impl<'a> Trainer<'a> {
     /// Checks the settings and the data against the network and sets up the first epoch.
     pub fn new(model: &'a mut Model, data: &'a Dataset, config: &TrainConfig) -> Result<Self, TrainError> {
+        let backend = Backend::cpu(model, config.batch);
+        Trainer::with_backend(model, data, config, backend)
+    }
+
+    fn with_backend(
+        model: &'a mut Model,
+        data: &'a Dataset,
+        config: &TrainConfig,
+        backend: Backend<'a>,
+    ) -> Result<Self, TrainError> {
         config.validate()?;
         check_data(model, data)?;
         if data.is_empty() {
@@ -197,29 +213,52 @@ impl<'a> Trainer<'a> {
         }
         let batch = config.batch;
         let input = model.input_shape();
-        let classes = model.classes();
         let lens = model.param_lens();
         let mut trainer = Trainer {
             total: config.total_steps(data.len()),
             optimizer: Optimizer::new(config.optimizer, &lens),
-            grads: lens.iter().map(|&len| vec![0.0; len]).collect(),
             ws: Workspace::new(),
             images: vec![0.0; batch * input.len()],
             labels: vec![0; batch],
-            dlogits: vec![0.0; batch * classes],
             order: Vec::new(),
             position: 0,
             epoch: 0,
             augment: stream(config.seed, Purpose::Augment, 0),
             step: 0,
-            gpu: None,
-            synced: true,
+            backend,
             model,
             data,
             config: config.clone(),
         };
         trainer.start_epoch(0);
         Ok(trainer)
+    }
+
+    /// Whether the steps run on a GPU.
+    pub fn on_gpu(&self) -> bool {
+        match self.backend {
+            Backend::Cpu { .. } => false,
+            Backend::Gpu { .. } => true,
+        }
+    }
+
+    /// Brings `model.params` and the optimizer state back from the GPU (before a checkpoint or an
+    /// evaluation). Free on the CPU.
+    pub fn sync(&mut self) -> Result<(), TrainError> {
+        match &mut self.backend {
+            Backend::Cpu { .. } => Ok(()),
+            Backend::Gpu { synced: true, .. } => Ok(()),
+            Backend::Gpu { network, synced } => {
+                for (tensor, values) in self.model.params.iter_mut().zip(network.read_params()?) {
+                    tensor.data = values;
+                }
+                self.optimizer.slots = network.read_slots()?;
+                self.optimizer.beta1_power = network.beta1_power;
+                self.optimizer.beta2_power = network.beta2_power;
+                *synced = true;
+                Ok(())
+            }
+        }
     }
 
     /// A fresh shuffle and augmentation stream for `epoch`, both derived from the seed alone.
@@ -249,26 +288,29 @@ impl<'a> Trainer<'a> {
         let n = chunk.len();
         let image_len = self.model.input_shape().len();
         let classes = self.model.classes();
-        let (images, labels, dlogits) =
-            (&mut self.images[..n * image_len], &mut self.labels[..n], &mut self.dlogits[..n * classes]);
+        let (images, labels) = (&mut self.images[..n * image_len], &mut self.labels[..n]);
         batch::fill(self.data, chunk, self.config.augment_shift, Some(&mut self.augment), images, labels);
 
         let lr = self.config.schedule.rate(self.config.lr, self.step, self.total);
-        let score = if let Some(gpu) = &mut self.gpu {
-            let score = gpu.train_step(images, labels, lr)?;
-            self.synced = false;
-            self.optimizer.updates += 1;
-            loss::BatchScore { cost: score.cost, correct: score.correct }
-        } else {
-            let logits = self.model.forward(&mut self.ws, images, n);
-            let score = loss::softmax_cross_entropy(logits, labels, classes, Some(dlogits));
-            if score.cost.is_finite() {
-                self.model.backward(&mut self.ws, dlogits, &mut self.grads);
-                let mut params: Vec<&mut [f32]> = self.model.params.iter_mut().map(|t| &mut t.data[..]).collect();
-                let grads: Vec<&[f32]> = self.grads.iter().map(|g| &g[..]).collect();
-                self.optimizer.apply(&mut params, &grads, lr);
+        let score = match &mut self.backend {
+            Backend::Cpu { grads, dlogits, .. } => {
+                let dlogits = &mut dlogits[..n * classes];
+                let logits = self.model.forward(&mut self.ws, images, n);
+                let score = loss::softmax_cross_entropy(logits, labels, classes, Some(dlogits));
+                if score.cost.is_finite() {
+                    self.model.backward(&mut self.ws, dlogits, grads);
+                    let mut params: Vec<&mut [f32]> = self.model.params.iter_mut().map(|t| &mut t.data[..]).collect();
+                    let grads: Vec<&[f32]> = grads.iter().map(|g| &g[..]).collect();
+                    self.optimizer.apply(&mut params, &grads, lr);
+                }
+                score
             }
-            score
+            Backend::Gpu { network, synced } => {
+                let score = network.train_step(images, labels, lr)?;
+                *synced = false;
+                self.optimizer.updates += 1;
+                loss::BatchScore { cost: score.cost, correct: score.correct }
+            }
         };
         if !score.cost.is_finite() {
             return Err(TrainError::NonFinite { step: self.step + 1, cost: score.cost });
@@ -330,15 +372,19 @@ impl<'a> Trainer<'a> {
         self.position = progress.position;
         self.augment.set_word_pos(progress.augment_word_pos);
         self.step = progress.step;
-        if let Some(gpu) = &mut self.gpu {
-            let params: Vec<&[f32]> = self.model.params.iter().map(|t| &t.data[..]).collect();
-            let slots: Vec<Vec<&[f32]>> = optimizer.slots.iter().map(|s| s.iter().map(|v| &v[..]).collect()).collect();
-            gpu.write_state(&params, &slots)?;
-            gpu.beta1_power = optimizer.beta1_power;
-            gpu.beta2_power = optimizer.beta2_power;
+        match &mut self.backend {
+            Backend::Cpu { .. } => {}
+            Backend::Gpu { network, synced } => {
+                let params: Vec<&[f32]> = self.model.params.iter().map(|t| &t.data[..]).collect();
+                let slots: Vec<Vec<&[f32]>> =
+                    optimizer.slots.iter().map(|s| s.iter().map(|v| &v[..]).collect()).collect();
+                network.write_state(&params, &slots)?;
+                network.beta1_power = optimizer.beta1_power;
+                network.beta2_power = optimizer.beta2_power;
+                *synced = true;
+            }
         }
         self.optimizer = optimizer;
-        self.synced = true;
         Ok(())
     }
 
