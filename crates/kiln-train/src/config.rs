@@ -127,6 +127,7 @@ impl OptimizerConfig {
     }
 
     /// The same settings for the GPU's update kernels.
+    #[cfg(feature = "gpu")]
     pub fn gpu_spec(&self) -> kiln_gpu::OptimizerSpec {
         kiln_gpu::OptimizerSpec {
             rule: match self.kind {

@@ -6,9 +6,12 @@
 //! - [`layers`]: each layer's fast forward pass right next to its backward pass, with gradient checks.
 //! - [`model`]: parameters plus the forward and backward passes over a whole network.
 //! - [`data`]: the IDX (MNIST) reader; [`batch`]: batches and augmentation.
-//! - [`train`]: the training loop; [`eval`]: test-set evaluation.
+//! - [`train`]: the training loop, on the CPU or (feature `gpu`) through kiln-gpu; [`eval`]: test-set evaluation.
 //! - Storage: [`tensor_file`] (the safetensors checkpoint and weights files), [`checkpoint`] (the Saver:
 //!   cadence, keep-K, the `checkpoint` state file, recovery), [`fs`] (atomic writes).
+//!
+//! The `gpu` feature (off by default; the `kiln` CLI turns it on) adds [`train::Trainer::new_on_gpu`] and
+//! pulls in kiln-gpu and wgpu; without it the crate is CPU-only.
 
 pub mod batch;
 pub mod checkpoint;

@@ -37,6 +37,7 @@ pub enum TrainError {
     #[error("training diverged at step {step}: cost is {cost} (try a lower learning rate or another initializer)")]
     NonFinite { step: u64, cost: f32 },
     /// The GPU failed (no adapter, out of memory, device lost).
+    #[cfg(feature = "gpu")]
     #[error(transparent)]
     Gpu(#[from] kiln_gpu::GpuError),
 }
@@ -115,6 +116,7 @@ enum Backend<'a> {
     },
     /// A GPU: the network, its parameters and optimizer state live there, and `model.params` /
     /// `optimizer` are brought up to date by [`Trainer::sync`].
+    #[cfg(feature = "gpu")]
     Gpu {
         network: Box<kiln_gpu::GpuNetwork<'a>>,
         /// Whether `model.params` and `optimizer` hold the latest state.
@@ -155,6 +157,7 @@ pub struct Trainer<'a> {
     backend: Backend<'a>,
 }
 
+#[cfg(feature = "gpu")]
 impl<'a> Trainer<'a> {
     /// As [`Trainer::new`], with every step running on `gpu`: the parameters are uploaded once, and a step
     /// sends the batch and reads back the cost and correct count.
@@ -238,6 +241,7 @@ impl<'a> Trainer<'a> {
     pub fn on_gpu(&self) -> bool {
         match self.backend {
             Backend::Cpu { .. } => false,
+            #[cfg(feature = "gpu")]
             Backend::Gpu { .. } => true,
         }
     }
@@ -247,7 +251,9 @@ impl<'a> Trainer<'a> {
     pub fn sync(&mut self) -> Result<(), TrainError> {
         match &mut self.backend {
             Backend::Cpu { .. } => Ok(()),
+            #[cfg(feature = "gpu")]
             Backend::Gpu { synced: true, .. } => Ok(()),
+            #[cfg(feature = "gpu")]
             Backend::Gpu { network, synced } => {
                 for (tensor, values) in self.model.params.iter_mut().zip(network.read_params()?) {
                     tensor.data = values;
@@ -305,6 +311,7 @@ impl<'a> Trainer<'a> {
                 }
                 score
             }
+            #[cfg(feature = "gpu")]
             Backend::Gpu { network, synced } => {
                 let score = network.train_step(images, labels, lr)?;
                 *synced = false;
@@ -374,6 +381,7 @@ impl<'a> Trainer<'a> {
         self.step = progress.step;
         match &mut self.backend {
             Backend::Cpu { .. } => {}
+            #[cfg(feature = "gpu")]
             Backend::Gpu { network, synced } => {
                 let params: Vec<&[f32]> = self.model.params.iter().map(|t| &t.data[..]).collect();
                 let slots: Vec<Vec<&[f32]>> =
