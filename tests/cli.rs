@@ -852,6 +852,9 @@ fn step_costs(text: &str) -> Vec<f64> {
 /// way an uninterrupted CPU run goes (same data order, same optimizer state), to within the GPU's rounding.
 #[test]
 fn checkpoints_move_between_gpu_and_cpu() {
+    if kiln_gpu::test_support::gpu_or_skip("checkpoints_move_between_gpu_and_cpu").is_none() {
+        return;
+    }
     let data = small_mnist("gpu-resume", 2000, 500);
     let data = data.to_str().unwrap();
     // A constant rate: a cosine schedule would be stretched when the resumed run extends --steps.
@@ -905,6 +908,9 @@ fn checkpoints_move_between_gpu_and_cpu() {
 /// The acceptance run: fc3, 300 steps, the same seed on both devices, test accuracy within 0.3.
 #[test]
 fn gpu_training_reaches_the_cpu_accuracy() {
+    if kiln_gpu::test_support::gpu_or_skip("gpu_training_reaches_the_cpu_accuracy").is_none() {
+        return;
+    }
     let args = ["train", "--model", "fc3", "--steps", "300", "--show-mistakes", "0", "--print-every", "100"];
     let gpu = succeeds(&[&args[..], &["--device", "gpu"]].concat());
     let cpu = succeeds(&[&args[..], &["--device", "cpu"]].concat());

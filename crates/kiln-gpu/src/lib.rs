@@ -5,11 +5,13 @@
 //! - [`kernels`]: the compiled pipelines and one small op struct per dispatch (WGSL in `src/shaders/`).
 //! - [`network`]: a whole network on the device: forward, loss, backward and optimizer updates.
 //! - [`session`]: inference on a packed `.kiln` model, dequantizing in the shader.
+//! - [`test_support`]: [`test_support::gpu_or_skip`], how every GPU test gets its device or skips.
 
 pub mod context;
 pub mod kernels;
 pub mod network;
 pub mod session;
+pub mod test_support;
 
 pub use context::{Gpu, GpuError};
 pub use kernels::{Kernels, UpdateRule};
