@@ -415,18 +415,24 @@ fn resume_is_bit_identical_and_keep_prunes() {
     let at = bytes.len() - 100;
     bytes[at] ^= 0x10;
     std::fs::write(&latest, bytes).unwrap();
-    let err = fails(&["eval", ckpt.to_str().unwrap(), "--data", data]);
-    assert!(err.contains("convnet4-30.safetensors"), "{err}");
-    let err = fails(&["train", "--resume", ckpt.to_str().unwrap(), "--data", data]);
+    let err = fails(&["eval", latest.to_str().unwrap(), "--data", data]);
     assert!(err.contains("convnet4-30.safetensors") && err.contains("corrupt"), "{err}");
+    // From the directory, the newest intact checkpoint is used, with a warning naming both.
+    let out = kiln(&["eval", ckpt.to_str().unwrap(), "--data", data]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let warning = stderr(&out);
+    assert!(warning.contains("convnet4-30.safetensors is corrupt"), "{warning}");
+    assert!(warning.contains("using the newest intact checkpoint, convnet4-15.safetensors"), "{warning}");
+    assert!(stdout(&out).contains("convnet4-15.safetensors"), "{}", stdout(&out));
     // A truncated checkpoint is named too.
     let bytes = std::fs::read(&latest).unwrap();
     std::fs::write(&latest, &bytes[..bytes.len() / 2]).unwrap();
     let err = fails(&["ckpt", "inspect", latest.to_str().unwrap()]);
     assert!(err.contains("convnet4-30.safetensors") && err.contains("not a valid safetensors file"), "{err}");
     std::fs::remove_file(&latest).unwrap();
-    let err = fails(&["train", "--resume", ckpt.to_str().unwrap(), "--data", data]);
-    assert!(err.contains("convnet4-30.safetensors is missing"), "{err}");
+    let out = kiln(&["eval", ckpt.to_str().unwrap(), "--data", data]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("convnet4-30.safetensors is missing"), "{}", stderr(&out));
 
     // No state file: the newest intact checkpoint is used, with a warning.
     std::fs::remove_file(ckpt.join("checkpoint")).unwrap();

@@ -6,6 +6,7 @@
 //! checkpoint file holds is [`crate::tensor_file`]'s (re-exported here: [`Checkpoint`], [`CheckpointError`]);
 //! every write is atomic through [`crate::fs::write_atomic`]. docs/FORMAT.md has the formats.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -206,18 +207,53 @@ pub fn resolve(path: &Path) -> Result<(PathBuf, Option<String>), CheckpointError
     recover(path)
 }
 
-/// The checkpoint of `dir` to restore from: the state file's latest. Without a state file, the newest
-/// checkpoint in the directory that opens cleanly is taken, with a warning for the caller to show.
+/// The checkpoint of `dir` to restore from: the state file's latest, checked to be intact (every CRC-32).
+/// When the state file is missing or unreadable, or the latest is missing or corrupt, the newest intact
+/// checkpoint is taken instead (those the state file lists first, newest first, then any `*-<step>.safetensors`
+/// in `dir` by step), with a warning for the caller to show that names what was wrong and what is used.
+/// With no intact checkpoint at all, the error says why the latest is unusable.
 pub fn recover(dir: &Path) -> Result<(PathBuf, Option<String>), CheckpointError> {
-    let state = dir.join(STATE_FILE);
-    if state.exists() {
-        return Ok((latest(dir)?, None));
-    }
-    let newest = newest_intact(dir)?.ok_or_else(|| CheckpointError::Invalid {
-        path: dir.to_path_buf(),
-        problem: format!("no {STATE_FILE} state file and no intact checkpoint"),
-    })?;
-    let warning = format!("{} is missing; using the newest intact checkpoint, {}", state.display(), file_name(&newest));
+    let state_path = dir.join(STATE_FILE);
+    let state = match read_state(dir) {
+        Ok(state) => state,
+        Err(err) => {
+            let missing = !state_path.exists();
+            let newest = newest_intact(dir, &State::default(), None)?.ok_or_else(|| CheckpointError::Invalid {
+                path: dir.to_path_buf(),
+                problem: match missing {
+                    true => format!("no {STATE_FILE} state file and no intact checkpoint"),
+                    false => format!("{err}, and no intact checkpoint"),
+                },
+            })?;
+            let problem = match missing {
+                true => format!("{} is missing", state_path.display()),
+                false => err.to_string(),
+            };
+            let warning = format!("{problem}; using the newest intact checkpoint, {}", file_name(&newest));
+            return Ok((newest, Some(warning)));
+        }
+    };
+    let (latest, file) = latest_of(dir, &state)?;
+    let err = match Checkpoint::verify(&latest) {
+        Ok(()) => return Ok((latest, None)),
+        Err(err) => err,
+    };
+    let missing = !latest.exists();
+    let Some(newest) = newest_intact(dir, &state, Some(&file))? else {
+        return Err(match missing {
+            true => CheckpointError::Invalid {
+                path: state_path,
+                problem: format!("the latest checkpoint {file} is missing"),
+            },
+            false => err,
+        });
+    };
+    let problem = match missing {
+        true => "is missing".to_string(),
+        false => format!("is corrupt ({err})"),
+    };
+    let warning =
+        format!("the latest checkpoint {file} {problem}; using the newest intact checkpoint, {}", file_name(&newest));
     Ok((newest, Some(warning)))
 }
 
@@ -225,8 +261,9 @@ fn file_name(path: &Path) -> String {
     path.file_name().unwrap_or_default().to_string_lossy().into_owned()
 }
 
-/// The checkpoint `*-<step>.safetensors` in `dir` with the highest step that opens and checks out.
-fn newest_intact(dir: &Path) -> Result<Option<PathBuf>, CheckpointError> {
+/// The newest checkpoint of `dir` that opens and checks out, other than `skip`: first those `state` lists
+/// (newest first), then any `*-<step>.safetensors` in `dir` by descending step.
+fn newest_intact(dir: &Path, state: &State, skip: Option<&str>) -> Result<Option<PathBuf>, CheckpointError> {
     let mut found: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)
         .map_err(io(dir))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -237,7 +274,13 @@ fn newest_intact(dir: &Path) -> Result<Option<PathBuf>, CheckpointError> {
         })
         .collect();
     found.sort_by_key(|entry| std::cmp::Reverse(entry.0));
-    Ok(found.into_iter().map(|(_, p)| p).find(|p| Checkpoint::verify(p).is_ok()))
+    let listed = state.checkpoints.iter().rev().map(|e| dir.join(&e.file));
+    let mut tried = HashSet::new();
+    Ok(listed
+        .chain(found.into_iter().map(|(_, p)| p))
+        .filter(|p| skip.is_none_or(|skip| file_name(p) != skip))
+        .filter(|p| tried.insert(p.clone()))
+        .find(|p| Checkpoint::verify(p).is_ok()))
 }
 
 #[cfg(test)]
@@ -374,13 +417,20 @@ mod tests {
     }
 
     #[test]
-    fn without_a_state_file_the_newest_intact_checkpoint() {
+    fn recovery_from_a_missing_or_corrupt_state_file() {
         let dir = scratch("state");
         let saver = Saver::new(&dir, "fc3", 5);
         for step in 1..=3 {
             real_save(&saver, step);
         }
         corrupt(&dir.join("fc3-3.safetensors"));
+
+        std::fs::write(dir.join(STATE_FILE), b"{ not json").unwrap();
+        let (path, warning) = saver.recover().unwrap();
+        assert_eq!(path, dir.join("fc3-2.safetensors"), "the newest intact one");
+        let warning = warning.unwrap();
+        assert!(warning.contains("bad state file") && warning.contains("fc3-2.safetensors"), "{warning}");
+
         std::fs::remove_file(dir.join(STATE_FILE)).unwrap();
         let (path, warning) = saver.recover().unwrap();
         assert_eq!(path, dir.join("fc3-2.safetensors"));
@@ -398,5 +448,44 @@ mod tests {
         assert!(err.contains("no checkpoint state file and no intact checkpoint"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
         std::fs::remove_dir_all(&empty).unwrap();
+    }
+
+    #[test]
+    fn a_corrupt_or_missing_latest_falls_back_to_the_newest_intact() {
+        let dir = scratch("latest");
+        let saver = Saver::new(&dir, "fc3", 3);
+        for step in [10, 20, 30] {
+            real_save(&saver, step);
+        }
+        // A stray file of a higher step that the state file does not list is no better than the kept ones.
+        std::fs::write(dir.join("fc3-99.safetensors"), b"junk").unwrap();
+        corrupt(&dir.join("fc3-30.safetensors"));
+        let (path, warning) = saver.recover().unwrap();
+        assert_eq!(path, dir.join("fc3-20.safetensors"));
+        let warning = warning.unwrap();
+        assert!(
+            warning.contains("fc3-30.safetensors is corrupt")
+                && warning.contains("CRC-32")
+                && warning.ends_with("using the newest intact checkpoint, fc3-20.safetensors"),
+            "{warning}"
+        );
+
+        // Two bad in a row: the next one down.
+        corrupt(&dir.join("fc3-20.safetensors"));
+        assert_eq!(saver.recover().unwrap().0, dir.join("fc3-10.safetensors"));
+
+        std::fs::remove_file(dir.join("fc3-30.safetensors")).unwrap();
+        let (path, warning) = resolve(&dir).unwrap();
+        assert_eq!(path, dir.join("fc3-10.safetensors"));
+        assert!(warning.unwrap().contains("the latest checkpoint fc3-30.safetensors is missing"));
+
+        // No intact checkpoint left: the error is about the latest, as without a fallback.
+        corrupt(&dir.join("fc3-10.safetensors"));
+        let err = recover(&dir).unwrap_err().to_string();
+        assert!(err.contains("fc3-30.safetensors is missing"), "{err}");
+        std::fs::write(dir.join("fc3-30.safetensors"), b"junk").unwrap();
+        let err = recover(&dir).unwrap_err().to_string();
+        assert!(err.contains("fc3-30.safetensors") && err.contains("not a valid safetensors file"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
