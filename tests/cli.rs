@@ -415,18 +415,24 @@ fn resume_is_bit_identical_and_keep_prunes() {
     let at = bytes.len() - 100;
     bytes[at] ^= 0x10;
     std::fs::write(&latest, bytes).unwrap();
-    let err = fails(&["eval", ckpt.to_str().unwrap(), "--data", data]);
-    assert!(err.contains("convnet4-30.safetensors"), "{err}");
-    let err = fails(&["train", "--resume", ckpt.to_str().unwrap(), "--data", data]);
+    let err = fails(&["eval", latest.to_str().unwrap(), "--data", data]);
     assert!(err.contains("convnet4-30.safetensors") && err.contains("corrupt"), "{err}");
+    // From the directory, the newest intact checkpoint is used, with a warning naming both.
+    let out = kiln(&["eval", ckpt.to_str().unwrap(), "--data", data]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let warning = stderr(&out);
+    assert!(warning.contains("convnet4-30.safetensors is corrupt"), "{warning}");
+    assert!(warning.contains("using the newest intact checkpoint, convnet4-15.safetensors"), "{warning}");
+    assert!(stdout(&out).contains("convnet4-15.safetensors"), "{}", stdout(&out));
     // A truncated checkpoint is named too.
     let bytes = std::fs::read(&latest).unwrap();
     std::fs::write(&latest, &bytes[..bytes.len() / 2]).unwrap();
     let err = fails(&["ckpt", "inspect", latest.to_str().unwrap()]);
     assert!(err.contains("convnet4-30.safetensors") && err.contains("not a valid safetensors file"), "{err}");
     std::fs::remove_file(&latest).unwrap();
-    let err = fails(&["train", "--resume", ckpt.to_str().unwrap(), "--data", data]);
-    assert!(err.contains("convnet4-30.safetensors is missing"), "{err}");
+    let out = kiln(&["eval", ckpt.to_str().unwrap(), "--data", data]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("convnet4-30.safetensors is missing"), "{}", stderr(&out));
 
     // No state file: the newest intact checkpoint is used, with a warning.
     std::fs::remove_file(ckpt.join("checkpoint")).unwrap();
@@ -852,6 +858,9 @@ fn step_costs(text: &str) -> Vec<f64> {
 /// way an uninterrupted CPU run goes (same data order, same optimizer state), to within the GPU's rounding.
 #[test]
 fn checkpoints_move_between_gpu_and_cpu() {
+    if kiln_gpu::test_support::gpu_or_skip("checkpoints_move_between_gpu_and_cpu").is_none() {
+        return;
+    }
     let data = small_mnist("gpu-resume", 2000, 500);
     let data = data.to_str().unwrap();
     // A constant rate: a cosine schedule would be stretched when the resumed run extends --steps.
@@ -905,6 +914,9 @@ fn checkpoints_move_between_gpu_and_cpu() {
 /// The acceptance run: fc3, 300 steps, the same seed on both devices, test accuracy within 0.3.
 #[test]
 fn gpu_training_reaches_the_cpu_accuracy() {
+    if kiln_gpu::test_support::gpu_or_skip("gpu_training_reaches_the_cpu_accuracy").is_none() {
+        return;
+    }
     let args = ["train", "--model", "fc3", "--steps", "300", "--show-mistakes", "0", "--print-every", "100"];
     let gpu = succeeds(&[&args[..], &["--device", "gpu"]].concat());
     let cpu = succeeds(&[&args[..], &["--device", "cpu"]].concat());

@@ -7,6 +7,7 @@
 //! - `forward`: the forward pass recorded from the network's plan, shared by the two below.
 //! - [`network`]: a whole network on the device: forward, loss, backward and optimizer updates.
 //! - [`session`]: inference on a packed `.kiln` model, dequantizing in the shader.
+//! - [`test_support`]: [`test_support::gpu_or_skip`], how every GPU test gets its device or skips.
 
 pub mod context;
 mod forward;
@@ -14,6 +15,7 @@ pub mod kernels;
 pub mod network;
 pub mod ops;
 pub mod session;
+pub mod test_support;
 
 pub use context::{Gpu, GpuError, Readback};
 pub use kernels::Kernels;

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use kiln_core::network::NetworkError;
-use kiln_train::checkpoint::{self, Checkpoint, CheckpointError};
+use kiln_train::checkpoint::{Checkpoint, CheckpointError};
 use kiln_train::data::Dataset;
 use kiln_train::model::Model;
 use kiln_train::network::Network;
@@ -24,6 +24,9 @@ pub enum ConvertError {
     Read { path: PathBuf, source: std::io::Error },
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    /// Writing the `.kiln` file failed; nothing was left at the path.
+    #[error(transparent)]
+    Write(#[from] kiln_train::fs::WriteError),
     #[error(transparent)]
     Network(#[from] NetworkError),
     #[error(transparent)]
@@ -148,7 +151,7 @@ pub fn pack(model: &Model, quants: &[Quant], meta: &Metadata) -> Result<Vec<u8>,
 /// leaves a partial model behind. The converter's only file write: it goes through kiln-train's atomic
 /// writer.
 pub fn write_model_file(path: &Path, file: &[u8]) -> Result<(), ConvertError> {
-    Ok(checkpoint::write_atomic(path, file)?)
+    Ok(kiln_train::fs::write_atomic(path, file)?)
 }
 
 impl<'a> From<&'a Dataset> for Images<'a> {

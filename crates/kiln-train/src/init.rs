@@ -1,73 +1,9 @@
 //! Weight initializers from post 6 of the series. Biases always start at zero.
 
-use std::fmt;
-use std::str::FromStr;
-
 use rand::Rng;
 use rand_distr::{Distribution, StandardNormal};
 
-/// How to draw a layer's initial weights.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Init {
-    /// N(0, 1): the series' first, broken try (cost in the thousands).
-    Normal,
-    /// N(0, 1) × 0.01: the second broken try (activations vanish, cost stuck at ln 10 = 2.3026).
-    NormalSmall,
-    /// Xavier/Glorot uniform: U(±sqrt(6 / (fan_in + fan_out))).
-    Xavier,
-    /// TF1 `variance_scaling_initializer` defaults (factor 2, fan-in, truncated normal): a normal with
-    /// stddev sqrt(1.3 × 2 / fan_in), redrawn outside ±2 stddev. The 1.3 is TF1's correction for the
-    /// variance the truncation removes.
-    He,
-}
-
-/// What `--init` selects: one initializer for every layer, or the series' final choice per layer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum InitChoice {
-    /// He for every ReLU layer, Xavier for the last (output) layer: where post 6 ended up.
-    #[default]
-    Default,
-    All(Init),
-}
-
-pub const NAMES: [&str; 5] = ["default", "he", "xavier", "normal", "normal-0.01"];
-
-impl FromStr for InitChoice {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        Ok(match s {
-            "default" => InitChoice::Default,
-            "he" => InitChoice::All(Init::He),
-            "xavier" => InitChoice::All(Init::Xavier),
-            "normal" => InitChoice::All(Init::Normal),
-            "normal-0.01" => InitChoice::All(Init::NormalSmall),
-            _ => return Err(format!("unknown initializer '{s}'; valid: {}", NAMES.join(", "))),
-        })
-    }
-}
-
-impl fmt::Display for InitChoice {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            InitChoice::Default => "default",
-            InitChoice::All(Init::He) => "he",
-            InitChoice::All(Init::Xavier) => "xavier",
-            InitChoice::All(Init::Normal) => "normal",
-            InitChoice::All(Init::NormalSmall) => "normal-0.01",
-        })
-    }
-}
-
-impl InitChoice {
-    /// The initializer for a parametric layer; `is_last` marks the output layer.
-    pub fn for_layer(self, is_last: bool) -> Init {
-        match self {
-            InitChoice::Default if is_last => Init::Xavier,
-            InitChoice::Default => Init::He,
-            InitChoice::All(init) => init,
-        }
-    }
-}
+pub use crate::config::{INIT_NAMES as NAMES, Init, InitChoice};
 
 impl Init {
     /// Fills `weights` for a layer with the given fans (for a 3x3 conv: `9*in` and `9*out`).
@@ -130,12 +66,5 @@ mod tests {
         assert!((stats(&w).1 - 1.0).abs() < 0.01);
         Init::NormalSmall.fill(&mut w, 1, 1, &mut rng);
         assert!((stats(&w).1 - 0.01).abs() < 0.0001);
-    }
-
-    #[test]
-    fn parse_lists_valid_names() {
-        assert_eq!("normal-0.01".parse::<InitChoice>(), Ok(InitChoice::All(Init::NormalSmall)));
-        let err = "glorot".parse::<InitChoice>().unwrap_err();
-        assert!(err.contains("he, xavier, normal, normal-0.01"), "{err}");
     }
 }

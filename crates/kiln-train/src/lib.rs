@@ -1,16 +1,24 @@
 //! Kiln's CPU trainer for the "Learn TensorFlow Now" networks.
 //!
 //! - [`presets`]: the series' networks (`fc3`, `convnet4`, `vgg`) as [`network::Network`] descriptions.
+//! - [`config`]: a run's settings (length, schedule, optimizer, initializer) and their parsing.
 //! - [`init`], [`optim`]: the initializers and optimizers, with TensorFlow 1 semantics.
 //! - [`layers`]: each layer's fast forward pass right next to its backward pass, with gradient checks.
 //! - [`model`]: parameters plus the forward and backward passes over a whole network.
 //! - [`data`]: the IDX (MNIST) reader; [`batch`]: batches and augmentation.
-//! - [`train`]: the training loop; [`eval`]: test-set evaluation.
+//! - [`train`]: the training loop, on the CPU or (feature `gpu`) through kiln-gpu; [`eval`]: test-set evaluation.
+//! - Storage: [`tensor_file`] (the safetensors checkpoint and weights files), [`checkpoint`] (the Saver:
+//!   cadence, keep-K, the `checkpoint` state file, recovery), [`fs`] (atomic writes).
+//!
+//! The `gpu` feature (off by default; the `kiln` CLI turns it on) adds [`train::Trainer::new_on_gpu`] and
+//! pulls in kiln-gpu and wgpu; without it the crate is CPU-only.
 
 pub mod batch;
 pub mod checkpoint;
+pub mod config;
 pub mod data;
 pub mod eval;
+pub mod fs;
 pub mod gemm;
 pub mod init;
 pub mod layers;
@@ -19,10 +27,16 @@ pub mod network;
 pub mod optim;
 pub mod presets;
 pub mod rng;
+pub mod tensor_file;
 pub mod train;
-pub mod weights;
 
+/// Weights-only files, under their old path: the codec is [`tensor_file`].
+pub mod weights {
+    pub use crate::tensor_file::{NETWORK_KEY, STEP_KEY, VERSION_KEY, load_weights as load, save_weights as save};
+}
+
+pub use config::TrainConfig;
 pub use data::{DataError, Dataset, Mnist};
 pub use model::Model;
 pub use network::Network;
-pub use train::{TrainConfig, TrainError};
+pub use train::TrainError;

@@ -7,86 +7,9 @@
 //!   with TF1's defaults β1 0.9, β2 0.999, ε 1e-8. As in TF1, ε is added to the *uncorrected* sqrt(v)
 //!   and the bias correction is folded into `lr_t`; the beta powers are state, multiplied after each step.
 
-use std::fmt;
-use std::str::FromStr;
-
 use rayon::prelude::*;
-use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OptimizerKind {
-    Sgd,
-    Momentum,
-    Adam,
-}
-
-pub const NAMES: [&str; 3] = ["sgd", "momentum", "adam"];
-
-impl FromStr for OptimizerKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "sgd" => Ok(OptimizerKind::Sgd),
-            "momentum" => Ok(OptimizerKind::Momentum),
-            "adam" => Ok(OptimizerKind::Adam),
-            _ => Err(format!("unknown optimizer '{s}'; valid: {}", NAMES.join(", "))),
-        }
-    }
-}
-
-impl fmt::Display for OptimizerKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            OptimizerKind::Sgd => "sgd",
-            OptimizerKind::Momentum => "momentum",
-            OptimizerKind::Adam => "adam",
-        })
-    }
-}
-
-impl OptimizerConfig {
-    /// The same settings for the GPU's update kernels.
-    pub fn gpu_spec(&self) -> kiln_gpu::OptimizerSpec {
-        kiln_gpu::OptimizerSpec {
-            rule: match self.kind {
-                OptimizerKind::Sgd => kiln_gpu::UpdateRule::Sgd,
-                OptimizerKind::Momentum => kiln_gpu::UpdateRule::Momentum,
-                OptimizerKind::Adam => kiln_gpu::UpdateRule::Adam,
-            },
-            momentum: self.momentum,
-            beta1: self.beta1,
-            beta2: self.beta2,
-            epsilon: self.epsilon,
-        }
-    }
-}
-
-impl OptimizerKind {
-    /// Learning rate when none is given: TF1's Adam default, and 0.01 for the others.
-    pub fn default_lr(self) -> f32 {
-        match self {
-            OptimizerKind::Adam => 0.001,
-            OptimizerKind::Sgd | OptimizerKind::Momentum => 0.01,
-        }
-    }
-}
-
-/// Hyper-parameters; the defaults are TF1's.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-pub struct OptimizerConfig {
-    pub kind: OptimizerKind,
-    pub momentum: f32,
-    pub beta1: f32,
-    pub beta2: f32,
-    pub epsilon: f32,
-}
-
-impl OptimizerConfig {
-    pub fn new(kind: OptimizerKind) -> Self {
-        OptimizerConfig { kind, momentum: 0.9, beta1: 0.9, beta2: 0.999, epsilon: 1e-8 }
-    }
-}
+pub use crate::config::{OPTIMIZER_NAMES as NAMES, OptimizerConfig, OptimizerKind};
 
 /// Optimizer state: one set of slots per parameter tensor, plus Adam's beta powers.
 #[derive(Clone, Debug)]
@@ -231,11 +154,5 @@ mod tests {
         let want = w1 - lr_t * (0.19 * 0.5) / ((0.001999f64 * 0.25).sqrt() + 1e-8);
         assert!((w[0] as f64 - want).abs() < 1e-6, "{} vs {want}", w[0]);
         assert_eq!(opt.updates, 2);
-    }
-
-    #[test]
-    fn parse_lists_valid_names() {
-        assert_eq!("adam".parse::<OptimizerKind>(), Ok(OptimizerKind::Adam));
-        assert!("rmsprop".parse::<OptimizerKind>().unwrap_err().contains("sgd, momentum, adam"));
     }
 }

@@ -1,8 +1,7 @@
 //! The training loop: shuffled mini-batches, optional augmentation and learning-rate schedule, one
 //! optimizer update per batch, a test-set evaluation at the end.
 
-use std::fmt;
-use std::str::FromStr;
+use std::marker::PhantomData;
 use std::time::Instant;
 
 use rand::seq::SliceRandom;
@@ -12,80 +11,15 @@ use thiserror::Error;
 use rand_chacha::ChaCha8Rng;
 
 use crate::batch;
+use crate::config::ConfigError;
 use crate::data::{Dataset, Mnist};
 use crate::eval::{Evaluation, evaluate};
 use crate::layers::loss;
 use crate::model::{Model, Workspace};
-use crate::optim::{Optimizer, OptimizerConfig};
+use crate::optim::Optimizer;
 use crate::rng::{Purpose, stream};
 
-/// How long to train.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Length {
-    Epochs(u64),
-    Steps(u64),
-}
-
-/// How the learning rate moves over the run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Schedule {
-    /// The same rate throughout, as in the series.
-    Constant,
-    /// Half a cosine from the full rate down to zero at the last step.
-    Cosine,
-}
-
-pub const SCHEDULE_NAMES: [&str; 2] = ["constant", "cosine"];
-
-impl FromStr for Schedule {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "constant" => Ok(Schedule::Constant),
-            "cosine" => Ok(Schedule::Cosine),
-            _ => Err(format!("unknown schedule '{s}'; valid: {}", SCHEDULE_NAMES.join(", "))),
-        }
-    }
-}
-
-impl fmt::Display for Schedule {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Schedule::Constant => "constant",
-            Schedule::Cosine => "cosine",
-        })
-    }
-}
-
-impl Schedule {
-    /// The rate for update `step` (0-based) of `total`.
-    pub fn rate(self, base: f32, step: u64, total: u64) -> f32 {
-        match self {
-            Schedule::Constant => base,
-            Schedule::Cosine => {
-                let progress = step as f64 / total.max(1) as f64;
-                (base as f64 * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())) as f32
-            }
-        }
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct TrainConfig {
-    pub length: Length,
-    /// Images per update.
-    pub batch: usize,
-    /// Base learning rate.
-    pub lr: f32,
-    pub optimizer: OptimizerConfig,
-    pub schedule: Schedule,
-    /// Seed for the data order and augmentation (initialisation takes its own seed in [`Model::new`]).
-    pub seed: u64,
-    /// Random shift of each training image by up to this many pixels on each axis; 0 turns it off.
-    pub augment_shift: usize,
-}
+pub use crate::config::{Length, SCHEDULE_NAMES, Schedule, TrainConfig};
 
 /// Why training stopped early or could not start.
 #[derive(Debug, Error)]
@@ -103,8 +37,15 @@ pub enum TrainError {
     #[error("training diverged at step {step}: cost is {cost} (try a lower learning rate or another initializer)")]
     NonFinite { step: u64, cost: f32 },
     /// The GPU failed (no adapter, out of memory, device lost).
+    #[cfg(feature = "gpu")]
     #[error(transparent)]
     Gpu(#[from] kiln_gpu::GpuError),
+}
+
+impl From<ConfigError> for TrainError {
+    fn from(ConfigError(problem): ConfigError) -> Self {
+        TrainError::InvalidConfig(problem)
+    }
 }
 
 /// Where a run stands: with the weights and the optimizer state, everything needed to continue it
@@ -147,32 +88,6 @@ pub struct TrainSummary {
     pub images_seen: u64,
 }
 
-impl TrainConfig {
-    /// Checks the ranges a user can get wrong.
-    pub fn validate(&self) -> Result<(), TrainError> {
-        let bad = |m: String| Err(TrainError::InvalidConfig(m));
-        if self.batch == 0 {
-            return bad("batch size must be at least 1".into());
-        }
-        if !(self.lr.is_finite() && self.lr > 0.0) {
-            return bad(format!("learning rate must be a positive number, got {}", self.lr));
-        }
-        match self.length {
-            Length::Epochs(0) => bad("epochs must be at least 1".into()),
-            Length::Steps(0) => bad("steps must be at least 1".into()),
-            _ => Ok(()),
-        }
-    }
-
-    /// Total updates for a training set of `examples`.
-    pub fn total_steps(&self, examples: usize) -> u64 {
-        match self.length {
-            Length::Steps(s) => s,
-            Length::Epochs(e) => e * examples.div_ceil(self.batch) as u64,
-        }
-    }
-}
-
 /// Checks that `data` fits `model`: grayscale images of the input size, labels below the class count.
 pub fn check_data(model: &Model, data: &Dataset) -> Result<(), TrainError> {
     let input = model.input_shape();
@@ -187,6 +102,38 @@ pub fn check_data(model: &Model, data: &Dataset) -> Result<(), TrainError> {
     Ok(())
 }
 
+/// Where the steps run, with what each device keeps beside the shared batch buffers.
+#[derive(Debug)]
+enum Backend<'a> {
+    /// The CPU trainer: forward, backward and updates on the host, into `model.params` and the optimizer.
+    Cpu {
+        /// Same order and lengths as `model.params`.
+        grads: Vec<Vec<f32>>,
+        /// `[batch, classes]`
+        dlogits: Vec<f32>,
+        /// The GPU variant borrows the device for `'a`; the CPU one borrows nothing.
+        _device: PhantomData<&'a ()>,
+    },
+    /// A GPU: the network, its parameters and optimizer state live there, and `model.params` /
+    /// `optimizer` are brought up to date by [`Trainer::sync`].
+    #[cfg(feature = "gpu")]
+    Gpu {
+        network: Box<kiln_gpu::GpuNetwork<'a>>,
+        /// Whether `model.params` and `optimizer` hold the latest state.
+        synced: bool,
+    },
+}
+
+impl Backend<'_> {
+    fn cpu(model: &Model, batch: usize) -> Self {
+        Backend::Cpu {
+            grads: model.param_lens().iter().map(|&len| vec![0.0; len]).collect(),
+            dlogits: vec![0.0; batch * model.classes()],
+            _device: PhantomData,
+        }
+    }
+}
+
 /// Steps through training one update at a time. [`train`] drives it to the end; benchmarks and
 /// callers that want control (checkpointing, early stops) call [`Trainer::step`] themselves.
 #[derive(Debug)]
@@ -196,28 +143,21 @@ pub struct Trainer<'a> {
     config: TrainConfig,
     total: u64,
     optimizer: Optimizer,
-    /// Same order and lengths as `model.params`.
-    grads: Vec<Vec<f32>>,
     ws: Workspace,
     /// `[batch, h, w, 1]`
     images: Vec<f32>,
     /// `[batch]`
     labels: Vec<u8>,
-    /// `[batch, classes]`
-    dlogits: Vec<f32>,
     /// This epoch's shuffled example order, and where the next batch starts in it.
     order: Vec<usize>,
     position: usize,
     epoch: u64,
     augment: ChaCha8Rng,
     step: u64,
-    /// When training on a GPU: the network, its parameters and optimizer state live there, and
-    /// `model.params` / `optimizer` are brought up to date by [`Trainer::sync`].
-    gpu: Option<kiln_gpu::GpuNetwork<'a>>,
-    /// Whether `model.params` and `optimizer` hold the latest state (always, on the CPU).
-    synced: bool,
+    backend: Backend<'a>,
 }
 
+#[cfg(feature = "gpu")]
 impl<'a> Trainer<'a> {
     /// As [`Trainer::new`], with every step running on `gpu`: the parameters are uploaded once, and a step
     /// sends the batch and reads back the cost and correct count.
@@ -238,38 +178,31 @@ impl<'a> Trainer<'a> {
             config.batch,
             Some(config.optimizer.gpu_spec()),
         )?;
-        let mut trainer = Trainer::new(model, data, config)?;
-        trainer.gpu = Some(network);
-        Ok(trainer)
-    }
-
-    /// Whether the steps run on a GPU.
-    pub fn on_gpu(&self) -> bool {
-        self.gpu.is_some()
+        Trainer::with_backend(model, data, config, Backend::Gpu { network: Box::new(network), synced: true })
     }
 
     /// The GPU network (to read gradients in tests, or its traffic figures).
     pub fn gpu_network(&self) -> Option<&kiln_gpu::GpuNetwork<'a>> {
-        self.gpu.as_ref()
+        match &self.backend {
+            Backend::Cpu { .. } => None,
+            Backend::Gpu { network, .. } => Some(&**network),
+        }
     }
+}
 
-    /// Brings `model.params` and the optimizer state back from the GPU (before a checkpoint or an
-    /// evaluation). Free on the CPU.
-    pub fn sync(&mut self) -> Result<(), TrainError> {
-        let Some(gpu) = &self.gpu else { return Ok(()) };
-        if self.synced {
-            return Ok(());
-        }
-        for (tensor, values) in self.model.params.iter_mut().zip(gpu.read_params()?) {
-            tensor.data = values;
-        }
-        self.optimizer.slots = gpu.read_slots()?;
-        (self.optimizer.beta1_power, self.optimizer.beta2_power) = gpu.adam_powers();
-        self.synced = true;
-        Ok(())
-    }
+impl<'a> Trainer<'a> {
     /// Checks the settings and the data against the network and sets up the first epoch.
     pub fn new(model: &'a mut Model, data: &'a Dataset, config: &TrainConfig) -> Result<Self, TrainError> {
+        let backend = Backend::cpu(model, config.batch);
+        Trainer::with_backend(model, data, config, backend)
+    }
+
+    fn with_backend(
+        model: &'a mut Model,
+        data: &'a Dataset,
+        config: &TrainConfig,
+        backend: Backend<'a>,
+    ) -> Result<Self, TrainError> {
         config.validate()?;
         check_data(model, data)?;
         if data.is_empty() {
@@ -283,29 +216,54 @@ impl<'a> Trainer<'a> {
         }
         let batch = config.batch;
         let input = model.input_shape();
-        let classes = model.classes();
         let lens = model.param_lens();
         let mut trainer = Trainer {
             total: config.total_steps(data.len()),
             optimizer: Optimizer::new(config.optimizer, &lens),
-            grads: lens.iter().map(|&len| vec![0.0; len]).collect(),
             ws: Workspace::new(),
             images: vec![0.0; batch * input.len()],
             labels: vec![0; batch],
-            dlogits: vec![0.0; batch * classes],
             order: Vec::new(),
             position: 0,
             epoch: 0,
             augment: stream(config.seed, Purpose::Augment, 0),
             step: 0,
-            gpu: None,
-            synced: true,
+            backend,
             model,
             data,
             config: config.clone(),
         };
         trainer.start_epoch(0);
         Ok(trainer)
+    }
+
+    /// Whether the steps run on a GPU.
+    pub fn on_gpu(&self) -> bool {
+        match self.backend {
+            Backend::Cpu { .. } => false,
+            #[cfg(feature = "gpu")]
+            Backend::Gpu { .. } => true,
+        }
+    }
+
+    /// Brings `model.params` and the optimizer state back from the GPU (before a checkpoint or an
+    /// evaluation). Free on the CPU.
+    pub fn sync(&mut self) -> Result<(), TrainError> {
+        match &mut self.backend {
+            Backend::Cpu { .. } => Ok(()),
+            #[cfg(feature = "gpu")]
+            Backend::Gpu { synced: true, .. } => Ok(()),
+            #[cfg(feature = "gpu")]
+            Backend::Gpu { network, synced } => {
+                for (tensor, values) in self.model.params.iter_mut().zip(network.read_params()?) {
+                    tensor.data = values;
+                }
+                self.optimizer.slots = network.read_slots()?;
+                (self.optimizer.beta1_power, self.optimizer.beta2_power) = network.adam_powers();
+                *synced = true;
+                Ok(())
+            }
+        }
     }
 
     /// A fresh shuffle and augmentation stream for `epoch`, both derived from the seed alone.
@@ -335,26 +293,30 @@ impl<'a> Trainer<'a> {
         let n = chunk.len();
         let image_len = self.model.input_shape().len();
         let classes = self.model.classes();
-        let (images, labels, dlogits) =
-            (&mut self.images[..n * image_len], &mut self.labels[..n], &mut self.dlogits[..n * classes]);
+        let (images, labels) = (&mut self.images[..n * image_len], &mut self.labels[..n]);
         batch::fill(self.data, chunk, self.config.augment_shift, Some(&mut self.augment), images, labels);
 
         let lr = self.config.schedule.rate(self.config.lr, self.step, self.total);
-        let score = if let Some(gpu) = &mut self.gpu {
-            let score = gpu.train_step(images, labels, lr)?;
-            self.synced = false;
-            self.optimizer.updates += 1;
-            loss::BatchScore { cost: score.cost, correct: score.correct }
-        } else {
-            let logits = self.model.forward(&mut self.ws, images, n);
-            let score = loss::softmax_cross_entropy(logits, labels, classes, Some(dlogits));
-            if score.cost.is_finite() {
-                self.model.backward(&mut self.ws, dlogits, &mut self.grads);
-                let mut params: Vec<&mut [f32]> = self.model.params.iter_mut().map(|t| &mut t.data[..]).collect();
-                let grads: Vec<&[f32]> = self.grads.iter().map(|g| &g[..]).collect();
-                self.optimizer.apply(&mut params, &grads, lr);
+        let score = match &mut self.backend {
+            Backend::Cpu { grads, dlogits, .. } => {
+                let dlogits = &mut dlogits[..n * classes];
+                let logits = self.model.forward(&mut self.ws, images, n);
+                let score = loss::softmax_cross_entropy(logits, labels, classes, Some(dlogits));
+                if score.cost.is_finite() {
+                    self.model.backward(&mut self.ws, dlogits, grads);
+                    let mut params: Vec<&mut [f32]> = self.model.params.iter_mut().map(|t| &mut t.data[..]).collect();
+                    let grads: Vec<&[f32]> = grads.iter().map(|g| &g[..]).collect();
+                    self.optimizer.apply(&mut params, &grads, lr);
+                }
+                score
             }
-            score
+            #[cfg(feature = "gpu")]
+            Backend::Gpu { network, synced } => {
+                let score = network.train_step(images, labels, lr)?;
+                *synced = false;
+                self.optimizer.updates += 1;
+                loss::BatchScore { cost: score.cost, correct: score.correct }
+            }
         };
         if !score.cost.is_finite() {
             return Err(TrainError::NonFinite { step: self.step + 1, cost: score.cost });
@@ -416,14 +378,19 @@ impl<'a> Trainer<'a> {
         self.position = progress.position;
         self.augment.set_word_pos(progress.augment_word_pos);
         self.step = progress.step;
-        if let Some(gpu) = &mut self.gpu {
-            let params: Vec<&[f32]> = self.model.params.iter().map(|t| &t.data[..]).collect();
-            let slots: Vec<Vec<&[f32]>> = optimizer.slots.iter().map(|s| s.iter().map(|v| &v[..]).collect()).collect();
-            gpu.write_state(&params, &slots)?;
-            gpu.set_adam_powers((optimizer.beta1_power, optimizer.beta2_power));
+        match &mut self.backend {
+            Backend::Cpu { .. } => {}
+            #[cfg(feature = "gpu")]
+            Backend::Gpu { network, synced } => {
+                let params: Vec<&[f32]> = self.model.params.iter().map(|t| &t.data[..]).collect();
+                let slots: Vec<Vec<&[f32]>> =
+                    optimizer.slots.iter().map(|s| s.iter().map(|v| &v[..]).collect()).collect();
+                network.write_state(&params, &slots)?;
+                network.set_adam_powers((optimizer.beta1_power, optimizer.beta2_power));
+                *synced = true;
+            }
         }
         self.optimizer = optimizer;
-        self.synced = true;
         Ok(())
     }
 
@@ -467,48 +434,22 @@ pub fn train(
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
+    use crate::config::tests::config;
     use crate::init::InitChoice;
-    use crate::optim::OptimizerKind;
     use crate::presets;
 
-    /// Ten Adam steps at batch 64 with a constant rate: a small, valid configuration for tests.
-    pub(crate) fn config() -> TrainConfig {
-        TrainConfig {
-            length: Length::Steps(10),
-            batch: 64,
-            lr: 0.001,
-            optimizer: OptimizerConfig::new(OptimizerKind::Adam),
-            schedule: Schedule::Constant,
-            seed: 1,
-            augment_shift: 0,
-        }
-    }
-
-    #[test]
-    fn rejects_non_positive_settings() {
-        let mut c = config();
-        c.batch = 0;
-        assert!(c.validate().unwrap_err().to_string().contains("batch size"));
-        let mut c = config();
-        c.lr = -1.0;
-        assert!(c.validate().unwrap_err().to_string().contains("learning rate"));
-        c.lr = f32::NAN;
-        assert!(c.validate().is_err());
-        let mut c = config();
-        c.length = Length::Steps(0);
-        assert!(c.validate().unwrap_err().to_string().contains("steps"));
-        c.length = Length::Epochs(0);
-        assert!(c.validate().unwrap_err().to_string().contains("epochs"));
+    fn bundled() -> Mnist {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(crate::data::BUNDLED_DIR);
+        Mnist::load(&dir).unwrap()
     }
 
     /// `train` on a slice of the bundled digits: fc3 must beat chance by far in a few dozen steps.
     #[test]
     fn train_learns_on_real_digits() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(crate::data::BUNDLED_DIR);
-        let full = Mnist::load(&dir).unwrap();
-        let data = Mnist { dir, train: full.train.take(2000), test: full.test.take(500) };
+        let full = bundled();
+        let data = Mnist { dir: full.dir, train: full.train.take(2000), test: full.test.take(500) };
         let mut model = Model::new(presets::fc3(), InitChoice::Default, 1).unwrap();
         let mut steps = 0;
         let c = TrainConfig { length: Length::Steps(60), ..config() };
@@ -517,10 +458,55 @@ pub(crate) mod tests {
         assert!(summary.test.accuracy > 0.8, "fc3 reached only {}", summary.test.accuracy);
     }
 
+    /// On the CPU backend, N steps, then a new trainer resumed from the progress and optimizer state, then
+    /// N more, equal 2N steps straight, bit for bit (across an epoch boundary, with augmentation).
     #[test]
-    fn cosine_schedule_ends_near_zero() {
-        assert_eq!(Schedule::Cosine.rate(1.0, 0, 100), 1.0);
-        assert!((Schedule::Cosine.rate(1.0, 50, 100) - 0.5).abs() < 1e-6);
-        assert!(Schedule::Cosine.rate(1.0, 99, 100) < 0.001);
+    fn resume_continues_bit_for_bit() {
+        let train_set = bundled().train.take(200);
+        let c = TrainConfig { length: Length::Steps(8), batch: 48, augment_shift: 2, ..config() };
+        let fresh = || Model::new(presets::fc3(), InitChoice::Default, 2).unwrap();
+
+        let mut straight = fresh();
+        let mut trainer = Trainer::new(&mut straight, &train_set, &c).unwrap();
+        assert!(!trainer.on_gpu());
+        while !trainer.is_finished() {
+            trainer.step().unwrap();
+        }
+        assert_eq!(trainer.progress().epoch, 1, "the run crosses an epoch boundary");
+        let straight_optimizer = trainer.optimizer().clone();
+
+        let mut halves = fresh();
+        let mut first = Trainer::new(&mut halves, &train_set, &c).unwrap();
+        for _ in 0..3 {
+            first.step().unwrap();
+        }
+        let (progress, optimizer) = (first.progress(), first.optimizer().clone());
+        let mut second = Trainer::new(&mut halves, &train_set, &c).unwrap();
+        second.resume(&progress, optimizer).unwrap();
+        assert_eq!(second.progress(), progress);
+        while !second.is_finished() {
+            second.step().unwrap();
+        }
+        assert_eq!(second.optimizer().slots, straight_optimizer.slots);
+        assert_eq!(second.optimizer().updates, 8);
+        assert_eq!(halves.params, straight.params);
+    }
+
+    #[test]
+    fn settings_and_data_are_checked() {
+        let train_set = bundled().train.take(100);
+        let mut model = Model::new(presets::fc3(), InitChoice::Default, 2).unwrap();
+        let bad = TrainConfig { batch: 0, ..config() };
+        let err = Trainer::new(&mut model, &train_set, &bad).unwrap_err().to_string();
+        assert_eq!(err, "invalid setting: batch size must be at least 1");
+        let bad = TrainConfig { augment_shift: 28, ..config() };
+        let err = Trainer::new(&mut model, &train_set, &bad).unwrap_err().to_string();
+        assert!(err.contains("a shift of 28 pixels"), "{err}");
+        let wide = Dataset { rows: 28, cols: 30, pixels: vec![0; 28 * 30 * 4], labels: vec![0; 4] };
+        let err = Trainer::new(&mut model, &wide, &config()).unwrap_err().to_string();
+        assert!(err.contains("but the data has 28x30 images"), "{err}");
+        let empty = train_set.take(0);
+        let err = Trainer::new(&mut model, &empty, &config()).unwrap_err().to_string();
+        assert!(err.contains("the training set is empty"), "{err}");
     }
 }

@@ -16,10 +16,11 @@ use kiln_train::optim::{Optimizer, OptimizerConfig, OptimizerKind};
 use kiln_train::train::{Length, Schedule, TrainConfig, Trainer};
 use kiln_train::{Model, Network, presets};
 
-fn gpu() -> (Gpu, Kernels) {
-    let gpu = Gpu::new().unwrap_or_else(|e| panic!("these tests need a GPU adapter (lavapipe in CI): {e}"));
+/// The device and its kernels, or `None` (the test skips) where there is no adapter.
+fn gpu(test: &str) -> Option<(Gpu, Kernels)> {
+    let gpu = kiln_gpu::test_support::gpu_or_skip(test)?;
     let kernels = Kernels::new(&gpu).unwrap();
-    (gpu, kernels)
+    Some((gpu, kernels))
 }
 
 fn bundled() -> Mnist {
@@ -87,7 +88,7 @@ fn cpu_gradients(model: &Model, x: &[f32], labels: &[u8]) -> (f32, Vec<Vec<f32>>
 
 #[test]
 fn every_backward_kernel_and_the_loss_match_the_cpu() {
-    let (gpu, kernels) = gpu();
+    let Some((gpu, kernels)) = gpu("every_backward_kernel_and_the_loss_match_the_cpu") else { return };
     let model = Model::new(odd_network(), InitChoice::Default, 3).unwrap();
     for n in [1, 7] {
         let x = images(n, model.input_shape().len(), n as u64);
@@ -116,7 +117,7 @@ fn every_backward_kernel_and_the_loss_match_the_cpu() {
 
 #[test]
 fn one_step_of_each_optimizer_matches_the_cpu() {
-    let (gpu, kernels) = gpu();
+    let Some((gpu, kernels)) = gpu("one_step_of_each_optimizer_matches_the_cpu") else { return };
     let base = Model::new(odd_network(), InitChoice::Default, 5).unwrap();
     let n = 6;
     let x = images(n, base.input_shape().len(), 11);
@@ -165,7 +166,7 @@ fn one_step_of_each_optimizer_matches_the_cpu() {
 
 #[test]
 fn whole_network_logits_match_for_all_three_presets() {
-    let (gpu, kernels) = gpu();
+    let Some((gpu, kernels)) = gpu("whole_network_logits_match_for_all_three_presets") else { return };
     let data = bundled();
     for (network, n) in [(presets::fc3(), 5), (presets::convnet4(), 3), (presets::vgg(), 2)] {
         let model = Model::new(network, InitChoice::Default, 1).unwrap();
@@ -197,7 +198,7 @@ fn config(kind: OptimizerKind, batch: usize, steps: u64) -> TrainConfig {
 /// ConvNet4, 20 steps at batch 16: the GPU's cost curve follows the CPU's within 1e-3 at every step.
 #[test]
 fn convnet4_cost_curve_follows_the_cpu() {
-    let (gpu, kernels) = gpu();
+    let Some((gpu, kernels)) = gpu("convnet4_cost_curve_follows_the_cpu") else { return };
     let data = bundled();
     let train = data.train.take(2000);
     let c = config(OptimizerKind::Adam, 16, 20);

@@ -14,10 +14,11 @@ use kiln_train::{Model, presets};
 
 const CONVNET4_INT8: &[u8] = include_bytes!("../../kiln-core/examples/embedded/convnet4-int8.kiln");
 
-fn gpu() -> (Gpu, Kernels) {
-    let gpu = Gpu::new().unwrap_or_else(|e| panic!("these tests need a GPU adapter (lavapipe in CI): {e}"));
+/// The device and its kernels, or `None` (the test skips) where there is no adapter.
+fn gpu(test: &str) -> Option<(Gpu, Kernels)> {
+    let gpu = kiln_gpu::test_support::gpu_or_skip(test)?;
     let kernels = Kernels::new(&gpu).unwrap();
-    (gpu, kernels)
+    Some((gpu, kernels))
 }
 
 fn bundled() -> Mnist {
@@ -112,7 +113,7 @@ fn run_on_gpu(session: &mut GpuSession, pixels: &[u8], n: usize, batch: usize) -
 
 #[test]
 fn convnet4_packed_every_way_predicts_as_the_cpu_runtime() {
-    let (gpu, kernels) = gpu();
+    let Some((gpu, kernels)) = gpu("convnet4_packed_every_way_predicts_as_the_cpu_runtime") else { return };
     let data = bundled();
     let source = Packed::from_bytes(CONVNET4_INT8).unwrap();
     let params = unpack(&source);
@@ -146,7 +147,7 @@ fn convnet4_packed_every_way_predicts_as_the_cpu_runtime() {
 
 #[test]
 fn vgg_f32_int8_int4_predict_as_the_cpu_runtime() {
-    let (gpu, kernels) = gpu();
+    let Some((gpu, kernels)) = gpu("vgg_f32_int8_int4_predict_as_the_cpu_runtime") else { return };
     let data = bundled();
     let n = 64;
     let pixels: Vec<u8> = (0..n).flat_map(|i| data.test.image(i).to_vec()).collect();
@@ -175,7 +176,7 @@ fn vgg_f32_int8_int4_predict_as_the_cpu_runtime() {
 /// `run` creates no buffers, bind groups or pipelines (wgpu's internal counters), whatever the batch size.
 #[test]
 fn run_creates_no_wgpu_objects() {
-    let (gpu, _) = gpu();
+    let Some((gpu, _)) = gpu("run_creates_no_wgpu_objects") else { return };
     let model = Packed::from_bytes(CONVNET4_INT8).unwrap();
     let mut session = GpuSession::new(&gpu.device, &gpu.queue, &model, 8).unwrap();
     let digit = [0u8; 784 * 8];
@@ -202,7 +203,7 @@ fn run_creates_no_wgpu_objects() {
 /// Bad input: a clear error, never a panic.
 #[test]
 fn bad_batches_and_inputs_are_errors() {
-    let (gpu, _) = gpu();
+    let Some((gpu, _)) = gpu("bad_batches_and_inputs_are_errors") else { return };
     let model = Packed::from_bytes(CONVNET4_INT8).unwrap();
     assert!(GpuSession::new(&gpu.device, &gpu.queue, &model, 0).is_err());
     let mut session = GpuSession::new(&gpu.device, &gpu.queue, &model, 2).unwrap();
