@@ -510,7 +510,7 @@ fn checkpoint_reads_in_python_safetensors() {
         ck.to_str().unwrap(),
     ]);
     let path = ck.join("convnet4-3.safetensors");
-    let ckpt = kiln_train::checkpoint::Checkpoint::open(&path).unwrap();
+    let ckpt = kiln_train::tensor_file::Checkpoint::open(&path).unwrap();
     let mut expected = String::new();
     for name in ckpt.names() {
         let (dims, values) = ckpt.tensor(name).unwrap();

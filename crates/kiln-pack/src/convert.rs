@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use kiln_core::network::NetworkError;
-use kiln_train::checkpoint::{Checkpoint, CheckpointError};
 use kiln_train::data::Dataset;
 use kiln_train::model::Model;
 use kiln_train::network::Network;
+use kiln_train::tensor_file::{Checkpoint, CheckpointError};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
@@ -274,7 +274,7 @@ impl<'m> Conversion<'m> {
 mod tests {
     use super::*;
     use kiln_core::network::Layer;
-    use kiln_train::init::InitChoice;
+    use kiln_train::config::InitChoice;
     use kiln_train::network::Normalization;
 
     fn tiny() -> Model {

@@ -3,7 +3,7 @@
 //!
 //! [`Saver`] owns a checkpoint directory: the cadence (every N steps), keeping the newest K, the state file,
 //! and recovery when the state file or the checkpoint it names is missing or corrupt ([`recover`]). What a
-//! checkpoint file holds is [`crate::tensor_file`]'s (re-exported here: [`Checkpoint`], [`CheckpointError`]);
+//! checkpoint file holds is [`crate::tensor_file`]'s ([`Checkpoint`], [`CheckpointError`]);
 //! every write is atomic through [`crate::fs::write_atomic`]. docs/FORMAT.md has the formats.
 
 use std::collections::HashSet;
@@ -19,11 +19,7 @@ use crate::optim::Optimizer;
 use crate::tensor_file::{self, io};
 use crate::train::Progress;
 
-pub use crate::fs::write_atomic;
-pub use crate::tensor_file::{
-    CHECKSUMS_KEY, CONFIG_KEY, Checkpoint, CheckpointError, FORMAT, FORMAT_KEY, MAX_ACTIVATION_VALUES, OPTIMIZER_KEY,
-    PROGRESS_KEY,
-};
+use crate::tensor_file::{Checkpoint, CheckpointError};
 
 /// The state file's name, as TensorFlow's.
 pub const STATE_FILE: &str = "checkpoint";
@@ -145,21 +141,6 @@ impl Saver {
     pub fn recover(&self) -> Result<(PathBuf, Option<String>), CheckpointError> {
         recover(&self.dir)
     }
-}
-
-/// Saves a checkpoint of a run into `dir` as `<prefix>-<step>.safetensors`, then updates the state file
-/// and deletes all but the newest `keep` checkpoints it lists. Returns the new file's path.
-/// The same as [`Saver::save`] on `Saver::new(dir, prefix, keep)`.
-pub fn save(
-    dir: &Path,
-    prefix: &str,
-    model: &Model,
-    optimizer: &Optimizer,
-    config: &TrainConfig,
-    progress: &Progress,
-    keep: usize,
-) -> Result<PathBuf, CheckpointError> {
-    Saver::new(dir, prefix, keep).save(model, optimizer, config, progress)
 }
 
 /// Notes a measured test accuracy against `file` in the state file (atomically, like every write).
@@ -286,9 +267,9 @@ fn newest_intact(dir: &Path, state: &State, skip: Option<&str>) -> Result<Option
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::InitChoice;
     use crate::config::tests::config;
     use crate::config::{OptimizerConfig, OptimizerKind};
-    use crate::init::InitChoice;
     use crate::presets;
 
     fn scratch(name: &str) -> PathBuf {

@@ -3,7 +3,7 @@
 use rand::Rng;
 use rand_distr::{Distribution, StandardNormal};
 
-pub use crate::config::{INIT_NAMES as NAMES, Init, InitChoice};
+use crate::config::Init;
 
 impl Init {
     /// Fills `weights` for a layer with the given fans (for a 3x3 conv: `9*in` and `9*out`).

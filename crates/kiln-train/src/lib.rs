@@ -30,11 +30,6 @@ pub mod rng;
 pub mod tensor_file;
 pub mod train;
 
-/// Weights-only files, under their old path: the codec is [`tensor_file`].
-pub mod weights {
-    pub use crate::tensor_file::{NETWORK_KEY, STEP_KEY, VERSION_KEY, load_weights as load, save_weights as save};
-}
-
 pub use config::TrainConfig;
 pub use data::{DataError, Dataset, Mnist};
 pub use model::Model;

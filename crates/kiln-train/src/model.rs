@@ -5,7 +5,7 @@ use std::time::Instant;
 use kiln_core::network::{Layer, NetworkError, Shape};
 use kiln_core::plan::Step;
 
-use crate::init::InitChoice;
+use crate::config::InitChoice;
 use crate::layers::{conv2d::Conv2d, dense::Dense, loss, maxpool::MaxPool, pad::Pad, relu};
 use crate::network::Network;
 use crate::rng::{Purpose, stream};

@@ -9,7 +9,7 @@
 
 use rayon::prelude::*;
 
-pub use crate::config::{OPTIMIZER_NAMES as NAMES, OptimizerConfig, OptimizerKind};
+use crate::config::{OptimizerConfig, OptimizerKind};
 
 /// Optimizer state: one set of slots per parameter tensor, plus Adam's beta powers.
 #[derive(Clone, Debug)]

@@ -327,9 +327,9 @@ impl Checkpoint {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::InitChoice;
     use crate::config::OptimizerKind;
     use crate::config::tests::config;
-    use crate::init::InitChoice;
     use crate::presets;
 
     fn scratch(name: &str) -> PathBuf {

@@ -19,7 +19,7 @@ use crate::model::{Model, Workspace};
 use crate::optim::Optimizer;
 use crate::rng::{Purpose, stream};
 
-pub use crate::config::{Length, SCHEDULE_NAMES, Schedule, TrainConfig};
+use crate::config::TrainConfig;
 
 /// Why training stopped early or could not start.
 #[derive(Debug, Error)]
@@ -436,8 +436,9 @@ pub fn train(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::InitChoice;
     use crate::config::tests::config;
-    use crate::init::InitChoice;
+    use crate::config::Length;
     use crate::presets;
 
     fn bundled() -> Mnist {

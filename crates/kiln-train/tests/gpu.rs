@@ -8,12 +8,13 @@
 
 use kiln_core::network::{Layer, Shape};
 use kiln_gpu::{Gpu, GpuNetwork, Kernels};
+use kiln_train::config::InitChoice;
+use kiln_train::config::{Length, OptimizerConfig, OptimizerKind, Schedule, TrainConfig};
 use kiln_train::data::Mnist;
-use kiln_train::init::InitChoice;
 use kiln_train::layers::loss;
 use kiln_train::model::Workspace;
-use kiln_train::optim::{Optimizer, OptimizerConfig, OptimizerKind};
-use kiln_train::train::{Length, Schedule, TrainConfig, Trainer};
+use kiln_train::optim::Optimizer;
+use kiln_train::train::Trainer;
 use kiln_train::{Model, Network, presets};
 
 /// The device and its kernels, or `None` (the test skips) where there is no adapter.

@@ -8,8 +8,8 @@ use kiln_core::network::Layer;
 use kiln_core::{Model as Packed, Session};
 use kiln_gpu::{Gpu, GpuSession, Kernels};
 use kiln_pack::{Metadata, PackedTensor, Quant};
+use kiln_train::config::InitChoice;
 use kiln_train::data::Mnist;
-use kiln_train::init::InitChoice;
 use kiln_train::{Model, presets};
 
 const CONVNET4_INT8: &[u8] = include_bytes!("../../kiln-core/examples/embedded/convnet4-int8.kiln");

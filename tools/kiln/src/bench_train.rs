@@ -4,11 +4,10 @@ use std::time::Instant;
 
 use anyhow::Result;
 use clap::Args;
-use kiln_train::init::InitChoice;
+use kiln_train::config::{self, InitChoice, Length, OptimizerConfig, OptimizerKind, Schedule, TrainConfig};
 use kiln_train::model::Model;
-use kiln_train::optim::{self, OptimizerConfig, OptimizerKind};
 use kiln_train::presets;
-use kiln_train::train::{Length, Schedule, TrainConfig, Trainer};
+use kiln_train::train::Trainer;
 
 use crate::data::{DataArgs, load_data, set_threads};
 use crate::train::{MAX_BATCH, open_device};
@@ -26,7 +25,7 @@ pub struct BenchTrainArgs {
     /// Untimed updates first (buffers are allocated and caches warmed).
     #[arg(long, default_value_t = 3)]
     warmup: u64,
-    #[arg(long, default_value = "adam", value_parser = clap::builder::PossibleValuesParser::new(optim::NAMES))]
+    #[arg(long, default_value = "adam", value_parser = clap::builder::PossibleValuesParser::new(config::OPTIMIZER_NAMES))]
     optimizer: String,
     /// Also print the time each layer takes, forward and backward (CPU only).
     #[arg(long)]

@@ -4,7 +4,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use clap::Subcommand;
-use kiln_train::checkpoint::{self, Checkpoint};
+use kiln_train::checkpoint;
+use kiln_train::tensor_file::Checkpoint;
 
 #[derive(Subcommand, Debug)]
 pub enum CkptCommand {

@@ -9,7 +9,7 @@ use clap::Args;
 use kiln_core::Isa;
 use kiln_core::format::Model as Packed;
 use kiln_pack::eval::{EvalOptions, matching, predict_all};
-use kiln_train::{eval, train, weights};
+use kiln_train::{eval, tensor_file, train};
 
 use crate::ckpt::resolve_checkpoint;
 use crate::data::{DataArgs, load_data, set_threads, threads};
@@ -40,7 +40,7 @@ pub fn cmd_eval(args: EvalArgs) -> Result<()> {
         bail!("--isa applies to packed .kiln models; {} is a checkpoint", args.weights.display());
     }
     let path = resolve_checkpoint(&args.weights)?;
-    let (model, step) = weights::load(&path)?; // checks every tensor's CRC-32
+    let (model, step) = tensor_file::load_weights(&path)?; // checks every tensor's CRC-32
     let data = load_data(&args.data)?;
     train::check_data(&model, &data.test)?;
     let started = Instant::now();

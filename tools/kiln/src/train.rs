@@ -5,13 +5,14 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use kiln_train::checkpoint::{self, Checkpoint};
-use kiln_train::init::{self, InitChoice};
+use kiln_train::checkpoint::Saver;
+use kiln_train::config::{self, InitChoice, Length, OptimizerConfig, OptimizerKind, Schedule, TrainConfig};
 use kiln_train::model::Model;
 use kiln_train::network::Network;
-use kiln_train::optim::{self, Optimizer, OptimizerConfig, OptimizerKind};
-use kiln_train::train::{self, Length, Progress, Schedule, TrainConfig, Trainer};
-use kiln_train::{presets, weights};
+use kiln_train::optim::Optimizer;
+use kiln_train::presets;
+use kiln_train::tensor_file::{self, Checkpoint};
+use kiln_train::train::{Progress, Trainer};
 
 use crate::ckpt::resolve_checkpoint;
 use crate::data::{DataArgs, load_data, set_threads};
@@ -37,13 +38,13 @@ pub struct TrainArgs {
     /// Learning rate [default: adam 0.002 for fc3 and 0.001 otherwise; sgd and momentum 0.01].
     #[arg(long, conflicts_with = "resume", value_parser = positive_f32)]
     lr: Option<f32>,
-    #[arg(long, conflicts_with = "resume", default_value = "adam", value_parser = clap::builder::PossibleValuesParser::new(optim::NAMES))]
+    #[arg(long, conflicts_with = "resume", default_value = "adam", value_parser = clap::builder::PossibleValuesParser::new(config::OPTIMIZER_NAMES))]
     optimizer: String,
     /// Weight initializer: `default` is He for ReLU layers and Xavier for the output layer (post 6).
-    #[arg(long, conflicts_with = "resume", default_value = "default", value_parser = clap::builder::PossibleValuesParser::new(init::NAMES))]
+    #[arg(long, conflicts_with = "resume", default_value = "default", value_parser = clap::builder::PossibleValuesParser::new(config::INIT_NAMES))]
     init: String,
     /// Learning-rate schedule.
-    #[arg(long, conflicts_with = "resume", default_value = "cosine", value_parser = clap::builder::PossibleValuesParser::new(train::SCHEDULE_NAMES))]
+    #[arg(long, conflicts_with = "resume", default_value = "cosine", value_parser = clap::builder::PossibleValuesParser::new(config::SCHEDULE_NAMES))]
     schedule: String,
     /// Shift each training image by a random 0..=N pixels on each axis; 0 turns it off [default: fc3 1, others 2].
     #[arg(long, conflicts_with = "resume")]
@@ -178,17 +179,10 @@ pub fn cmd_train(args: TrainArgs) -> Result<()> {
         trainer.resume(&progress, optimizer)?;
         println!("Resumed at step {} (epoch {})", progress.step, progress.epoch + 1);
     }
-    let save = |trainer: &mut Trainer<'_>, dir: &Path| -> Result<PathBuf> {
+    let saver = ckpt_dir.map(|dir| Saver::new(dir, &prefix, args.keep as usize).every(args.save_every.unwrap_or(0)));
+    let save = |trainer: &mut Trainer<'_>, saver: &Saver| -> Result<PathBuf> {
         trainer.sync()?;
-        let path = checkpoint::save(
-            dir,
-            &prefix,
-            trainer.model(),
-            trainer.optimizer(),
-            trainer.config(),
-            &trainer.progress(),
-            args.keep as usize,
-        )?;
+        let path = saver.save(trainer.model(), trainer.optimizer(), trainer.config(), &trainer.progress())?;
         println!("Saved checkpoint {}", path.display());
         Ok(path)
     };
@@ -224,10 +218,8 @@ pub fn cmd_train(args: TrainArgs) -> Result<()> {
         if let Some(bar) = &bar {
             bar.set_position(r.step);
         }
-        if let (Some(dir), Some(every)) = (&ckpt_dir, args.save_every)
-            && r.step % every == 0
-        {
-            last_path = Some(save(&mut trainer, dir)?);
+        if let Some(saver) = saver.as_ref().filter(|s| s.is_due(r.step)) {
+            last_path = Some(save(&mut trainer, saver)?);
             last_saved = Some(r.step);
         }
     }
@@ -236,9 +228,9 @@ pub fn cmd_train(args: TrainArgs) -> Result<()> {
     }
     let seconds = started.elapsed().as_secs_f64();
     let step = trainer.progress().step;
-    let final_checkpoint = match &ckpt_dir {
-        Some(dir) if last_saved != Some(step) => Some(save(&mut trainer, dir)?),
-        Some(dir) => Some(dir.join(format!("{prefix}-{step}.safetensors"))),
+    let final_checkpoint = match &saver {
+        Some(saver) if last_saved != Some(step) => Some(save(&mut trainer, saver)?),
+        Some(saver) => Some(saver.dir().join(saver.file_name(step))),
         None => None,
     };
     println!("Trained {step} steps in {seconds:.1} s ({:.0} images/s)", images_seen as f64 / seconds);
@@ -246,11 +238,11 @@ pub fn cmd_train(args: TrainArgs) -> Result<()> {
     println!("Test cost: {:.4}", test.cost);
     println!("Test accuracy: {:.2} %", test.accuracy * 100.0);
     print_mistakes(&test.predictions, &data.test.labels, args.show_mistakes);
-    if let (Some(dir), Some(file)) = (&ckpt_dir, &final_checkpoint) {
-        checkpoint::record_accuracy(dir, file, test.accuracy)?;
+    if let (Some(saver), Some(file)) = (&saver, &final_checkpoint) {
+        saver.record_accuracy(file, test.accuracy)?;
     }
     if let Some(path) = &args.save {
-        weights::save(path, trainer.model(), step)?;
+        tensor_file::save_weights(path, trainer.model(), step)?;
         println!("Saved weights to {}", path.display());
     }
     Ok(())
