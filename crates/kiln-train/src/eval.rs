@@ -39,7 +39,7 @@ pub fn evaluate(model: &Model, ws: &mut Workspace, data: &Dataset) -> Evaluation
     let indices: Vec<usize> = (0..data.len()).collect();
     for (chunk_index, chunk) in indices.chunks(EVAL_BATCH).enumerate() {
         let n = chunk.len();
-        batch::fill(data, chunk, 0, None, &mut input[..n * image_len], &mut labels[..n]);
+        batch::fill(data, model.network.normalization, chunk, 0, None, &mut input[..n * image_len], &mut labels[..n]);
         let score = model.score(
             ws,
             &input[..n * image_len],

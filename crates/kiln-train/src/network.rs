@@ -34,6 +34,11 @@ impl Normalization {
     pub fn is_default(&self) -> bool {
         *self == Self::default()
     }
+
+    /// The network input for an 8-bit pixel. kiln-core's `Session::run_pixels` computes the same.
+    pub fn apply(&self, pixel: u8) -> f32 {
+        (pixel as f32 / 255.0 - self.mean) / self.std
+    }
 }
 
 impl Default for Normalization {

@@ -294,7 +294,8 @@ impl<'a> Trainer<'a> {
         let image_len = self.model.input_shape().len();
         let classes = self.model.classes();
         let (images, labels) = (&mut self.images[..n * image_len], &mut self.labels[..n]);
-        batch::fill(self.data, chunk, self.config.augment_shift, Some(&mut self.augment), images, labels);
+        let (norm, shift) = (self.model.network.normalization, self.config.augment_shift);
+        batch::fill(self.data, norm, chunk, shift, Some(&mut self.augment), images, labels);
 
         let lr = self.config.schedule.rate(self.config.lr, self.step, self.total);
         let score = match &mut self.backend {
@@ -437,8 +438,8 @@ pub fn train(
 mod tests {
     use super::*;
     use crate::config::InitChoice;
-    use crate::config::tests::config;
     use crate::config::Length;
+    use crate::config::tests::config;
     use crate::presets;
 
     fn bundled() -> Mnist {
