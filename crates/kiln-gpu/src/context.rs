@@ -79,9 +79,9 @@ pub enum GpuError {
 /// An open device and its queue, with the adapter it came from.
 #[derive(Debug)]
 pub struct Gpu {
-    pub device: wgpu::Device,
-    pub queue: wgpu::Queue,
-    pub info: wgpu::AdapterInfo,
+    pub(crate) device: wgpu::Device,
+    pub(crate) queue: wgpu::Queue,
+    info: wgpu::AdapterInfo,
     lost: Arc<Mutex<Option<String>>>,
 }
 
@@ -126,6 +126,20 @@ impl Gpu {
     pub fn from_device(device: &wgpu::Device, queue: &wgpu::Queue) -> Gpu {
         let lost = Arc::new(Mutex::new(None));
         Gpu { device: device.clone(), queue: queue.clone(), info: device.adapter_info(), lost }
+    }
+
+    /// The device, for an app that records its own work on it.
+    pub fn device(&self) -> &wgpu::Device {
+        &self.device
+    }
+
+    pub fn queue(&self) -> &wgpu::Queue {
+        &self.queue
+    }
+
+    /// The adapter the device came from.
+    pub fn info(&self) -> &wgpu::AdapterInfo {
+        &self.info
     }
 
     /// "NAME (BACKEND)", e.g. "llvmpipe (LLVM 15.0.6, 256 bits) (Vulkan)".

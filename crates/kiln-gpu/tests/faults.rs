@@ -40,7 +40,7 @@ fn a_lost_device_is_an_error() {
     let params: Vec<&[f32]> = params.iter().map(|p| &p[..]).collect();
     let mut net = GpuNetwork::new(&gpu, &kernels, &layers, input, &params, 2, Some(SGD)).unwrap();
     net.train_step(&[0.5; 8], &[1, 2], 0.1).unwrap();
-    gpu.device.destroy();
+    gpu.device().destroy();
     let err = net.train_step(&[0.5; 8], &[1, 2], 0.1).unwrap_err();
     assert!(matches!(err, GpuError::DeviceLost(_) | GpuError::Validation(_) | GpuError::Readback(_)), "{err}");
 }

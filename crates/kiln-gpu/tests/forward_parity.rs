@@ -25,7 +25,7 @@ fn values(len: usize, seed: u64) -> Vec<f32> {
 
 fn upload(gpu: &Gpu, v: &[f32]) -> wgpu::Buffer {
     use wgpu::util::DeviceExt;
-    gpu.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+    gpu.device().create_buffer_init(&wgpu::util::BufferInitDescriptor {
         label: None,
         contents: bytemuck::cast_slice(v),
         usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
@@ -37,12 +37,12 @@ fn zeros(gpu: &Gpu, len: usize) -> wgpu::Buffer {
 }
 
 fn run(gpu: &Gpu, encode: impl FnOnce(&mut wgpu::ComputePass<'_>)) {
-    let mut encoder = gpu.device.create_command_encoder(&Default::default());
+    let mut encoder = gpu.device().create_command_encoder(&Default::default());
     {
         let mut pass = encoder.begin_compute_pass(&Default::default());
         encode(&mut pass);
     }
-    gpu.queue.submit([encoder.finish()]);
+    gpu.queue().submit([encoder.finish()]);
 }
 
 pub fn assert_close(got: &[f32], want: &[f32], what: &str) {

@@ -133,7 +133,7 @@ fn convnet4_packed_every_way_predicts_as_the_cpu_runtime() {
         let model = Packed::from_bytes(&file).unwrap();
         let want = cpu_run(&file, &pixels, n);
         let mut session =
-            GpuSession::with_kernels(Gpu::from_device(&gpu.device, &gpu.queue), &kernels, &model, 64).unwrap();
+            GpuSession::with_kernels(Gpu::from_device(gpu.device(), gpu.queue()), &kernels, &model, 64).unwrap();
         let got = run_on_gpu(&mut session, &pixels, n, 64);
         let same = compare(&got, &want, 10, &format!("convnet4 {name}"));
         let correct = (0..n).filter(|&i| argmax(&got[i * 10..][..10]) == data.test.labels[i] as usize).count();
@@ -166,7 +166,7 @@ fn vgg_f32_int8_int4_predict_as_the_cpu_runtime() {
             }));
         let want = cpu_run(&file, &pixels, n);
         let mut session =
-            GpuSession::with_kernels(Gpu::from_device(&gpu.device, &gpu.queue), &kernels, &packed, 16).unwrap();
+            GpuSession::with_kernels(Gpu::from_device(gpu.device(), gpu.queue()), &kernels, &packed, 16).unwrap();
         let got = run_on_gpu(&mut session, &pixels, n, 16);
         let same = compare(&got, &want, 10, &format!("vgg {name}"));
         println!("vgg {name}: {same} of {n} classes as the CPU runtime");
@@ -178,12 +178,12 @@ fn vgg_f32_int8_int4_predict_as_the_cpu_runtime() {
 fn run_creates_no_wgpu_objects() {
     let Some((gpu, _)) = gpu("run_creates_no_wgpu_objects") else { return };
     let model = Packed::from_bytes(CONVNET4_INT8).unwrap();
-    let mut session = GpuSession::new(&gpu.device, &gpu.queue, &model, 8).unwrap();
+    let mut session = GpuSession::new(gpu.device(), gpu.queue(), &model, 8).unwrap();
     let digit = [0u8; 784 * 8];
     let mut logits = [0.0f32; 80];
     session.run_pixels(&digit, 8, &mut logits).unwrap();
     let count = |gpu: &Gpu| {
-        let c = gpu.device.get_internal_counters().hal;
+        let c = gpu.device().get_internal_counters().hal;
         [
             c.buffers.read(),
             c.bind_groups.read(),
@@ -205,8 +205,8 @@ fn run_creates_no_wgpu_objects() {
 fn bad_batches_and_inputs_are_errors() {
     let Some((gpu, _)) = gpu("bad_batches_and_inputs_are_errors") else { return };
     let model = Packed::from_bytes(CONVNET4_INT8).unwrap();
-    assert!(GpuSession::new(&gpu.device, &gpu.queue, &model, 0).is_err());
-    let mut session = GpuSession::new(&gpu.device, &gpu.queue, &model, 2).unwrap();
+    assert!(GpuSession::new(gpu.device(), gpu.queue(), &model, 0).is_err());
+    let mut session = GpuSession::new(gpu.device(), gpu.queue(), &model, 2).unwrap();
     let mut logits = [0.0f32; 30];
     let err = session.run(&[0.0; 784 * 3], 3, &mut logits).unwrap_err().to_string();
     assert!(err.contains("batch of 3"), "{err}");

@@ -147,7 +147,7 @@ fn bench_gpu(args: &BenchInferArgs, model: &Model<'_>, len: usize, flops: f64) -
     println!("device: GPU {}", gpu.describe());
     let batch = args.batch as usize;
     let mut session = kiln_gpu::GpuSession::with_kernels(
-        kiln_gpu::Gpu::from_device(&gpu.device, &gpu.queue),
+        kiln_gpu::Gpu::from_device(gpu.device(), gpu.queue()),
         &kernels,
         model,
         batch,

@@ -139,7 +139,7 @@ impl GpuClassifier {
     pub async fn create(bytes: Vec<u8>) -> Result<GpuClassifier, JsError> {
         let model = Model::from_bytes(&bytes).map_err(|e| JsError::new(&format!("not a usable Kiln model: {e}")))?;
         let gpu = Gpu::open().await.map_err(|e| JsError::new(&e.to_string()))?;
-        let adapter = gpu.info.name.clone();
+        let adapter = gpu.info().name.clone();
         let kernels = Kernels::new(&gpu).map_err(|e| JsError::new(&e.to_string()))?;
         let session = GpuSession::with_kernels(gpu, &kernels, &model, 1).map_err(|e| JsError::new(&e.to_string()))?;
         let logits = vec![0.0; session.classes()];
