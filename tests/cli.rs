@@ -828,6 +828,13 @@ fn eval_runs_a_packed_model_with_every_kernel_build() {
     let model = repo().join("crates/kiln-core/examples/embedded/convnet4-int8.kiln");
     let text = succeeds(&["eval", model.to_str().unwrap(), "--isa", "all", "--data", data.to_str().unwrap()]);
     let builds: Vec<&str> = text.lines().filter(|l| l.starts_with("kernels ")).collect();
+    // Every build this CPU runs, and at least those KILN_REQUIRE_ISA names.
+    let expected: Vec<&str> = kiln_core::Isa::builds_to_compare("eval_runs_a_packed_model_with_every_kernel_build")
+        .iter()
+        .map(|isa| isa.name())
+        .collect();
+    let ran: Vec<&str> = builds.iter().map(|l| l.split_whitespace().nth(1).unwrap()).collect();
+    assert_eq!(ran, expected, "{text}");
     assert!(builds[0].starts_with("kernels portable "), "{text}");
     assert_eq!(text.matches("the same 300 predictions as the portable kernels").count(), builds.len() - 1, "{text}");
     for line in &builds {

@@ -64,8 +64,7 @@ fn pixels_are_normalised_as_the_metadata_says() {
 
 #[test]
 fn every_kernel_build_on_this_cpu_gives_the_same_predictions() {
-    let available: Vec<Isa> = Isa::ALL.into_iter().filter(|isa| isa.is_available()).collect();
-    eprintln!("kernel builds on this CPU: {available:?}");
+    let available = Isa::builds_to_compare("every_kernel_build_on_this_cpu_gives_the_same_predictions");
     for (name, bytes) in MODELS {
         let model = Model::from_bytes(bytes).unwrap();
         let n = 16;
@@ -143,10 +142,11 @@ fn every_kernel_build_agrees_on_a_real_convnet() {
         }
     }
     let mut results = Vec::new();
-    for isa in Isa::ALL.into_iter().filter(|isa| isa.is_available()) {
+    for isa in Isa::builds_to_compare("every_kernel_build_agrees_on_a_real_convnet") {
         let mut memory = arena(model.arena_size(n));
         let mut session = Session::new(&model, &mut bytemuck::cast_slice_mut(&mut memory)[..], n).unwrap();
         session.set_isa(isa);
+        assert_eq!(session.isa(), isa);
         let out = session.run_pixels(&pixels, n).unwrap();
         results.push((isa, (0..n).map(|i| out.class(i)).collect::<Vec<_>>(), out.logits.to_vec()));
     }
