@@ -82,16 +82,47 @@ fn session_matches_the_reference_kernels_and_gives_probabilities() {
     }
 }
 
+/// A copy of the model file whose metadata says `input = (pixel / 255 - mean) / std`, checksum restamped.
+fn with_normalisation(bytes: &[u8], mean: f32, std: f32) -> Vec<u8> {
+    use kiln_core::format::{CHECKSUM_OFFSET, HEADER_LEN, SECTION_ENTRY_LEN, SECTION_META, checksum};
+    let mut file = bytes.to_vec();
+    let meta_at = (0..)
+        .map(|i| &file[HEADER_LEN + i * SECTION_ENTRY_LEN..][..SECTION_ENTRY_LEN])
+        .find(|e| e[..4] == SECTION_META.to_le_bytes())
+        .map(|e| u64::from_le_bytes(e[8..16].try_into().unwrap()) as usize)
+        .unwrap();
+    // The fixed part: h, w, c, classes (u32 each), then mean and std (f32).
+    file[meta_at + 16..][..4].copy_from_slice(&mean.to_le_bytes());
+    file[meta_at + 20..][..4].copy_from_slice(&std.to_le_bytes());
+    let crc = checksum(&file);
+    file[CHECKSUM_OFFSET..][..4].copy_from_slice(&crc.to_le_bytes());
+    file
+}
+
 #[test]
-fn pixels_are_normalised_as_the_metadata_says() {
-    let model = Model::from_bytes(MODELS[0].1).unwrap();
-    let pixels: Vec<u8> = (0..model.input_shape().len()).map(|i| (i * 7 % 256) as u8).collect();
-    let floats: Vec<f32> = pixels.iter().map(|&p| p as f32 / 255.0).collect();
-    let mut memory = arena(model.arena_size(1));
-    let mut session = Session::new(&model, &mut bytemuck::cast_slice_mut(&mut memory)[..], 1).unwrap();
-    let from_pixels = session.run_pixels(&pixels, 1).unwrap().logits.to_vec();
-    let from_floats = session.run(&floats, 1).unwrap().logits.to_vec();
-    assert_eq!(from_pixels, from_floats);
+fn pixels_are_normalised_with_the_metadata_mean_and_std() {
+    // MNIST's own statistics: a normalisation that changes every logit.
+    let (mean, std) = (0.1307f32, 0.3081f32);
+    for (name, bytes) in MODELS {
+        let file = with_normalisation(bytes, mean, std);
+        let model = Model::from_bytes(&file).unwrap();
+        assert_eq!((model.metadata().mean, model.metadata().std), (mean, std));
+        let n = 3;
+        let pixels: Vec<u8> = (0..n * model.input_shape().len()).map(|i| (i * 7 % 256) as u8).collect();
+        let normalised: Vec<f32> = pixels.iter().map(|&p| (p as f32 / 255.0 - mean) / std).collect();
+        let want = reference_logits(&model, &normalised, n);
+
+        let mut memory = arena(model.arena_size(n));
+        let mut session = Session::new(&model, &mut bytemuck::cast_slice_mut(&mut memory)[..], n).unwrap();
+        let out = session.run_pixels(&pixels, n).unwrap();
+        assert_close(out.logits, &want, out.classes, name);
+
+        // The metadata matters: mean 0 and std 1 (pixel / 255 alone) give other logits.
+        let plain: Vec<f32> = pixels.iter().map(|&p| p as f32 / 255.0).collect();
+        let unnormalised = reference_logits(&model, &plain, n);
+        let differ = out.logits.iter().zip(&unnormalised).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+        assert!(differ > 1e-2, "{name}: normalising changed the logits by only {differ}");
+    }
 }
 
 #[test]
