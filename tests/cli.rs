@@ -410,14 +410,13 @@ fn resume_is_bit_identical_and_keep_prunes() {
     // A checkpoint of another network, a corrupt checkpoint, a state file naming a missing file.
     let err = fails(&["train", "--resume", ckpt.to_str().unwrap(), "--model", "vgg", "--data", data]);
     assert!(err.contains("convnet4") && err.contains("not vgg"), "{err}");
+    // (A corrupt latest checkpoint: corrupt_latest_checkpoint_falls_back_to_the_newest_intact_one.)
     let latest = ckpt.join("convnet4-30.safetensors");
     let mut bytes = std::fs::read(&latest).unwrap();
     let at = bytes.len() - 100;
     bytes[at] ^= 0x10;
     std::fs::write(&latest, bytes).unwrap();
-    let err = fails(&["eval", ckpt.to_str().unwrap(), "--data", data]);
-    assert!(err.contains("convnet4-30.safetensors"), "{err}");
-    let err = fails(&["train", "--resume", ckpt.to_str().unwrap(), "--data", data]);
+    let err = fails(&["ckpt", "inspect", latest.to_str().unwrap()]);
     assert!(err.contains("convnet4-30.safetensors") && err.contains("corrupt"), "{err}");
     // A truncated checkpoint is named too.
     let bytes = std::fs::read(&latest).unwrap();
@@ -433,6 +432,47 @@ fn resume_is_bit_identical_and_keep_prunes() {
     let out = kiln(&["eval", ckpt.to_str().unwrap(), "--data", data]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains("warning") && stdout(&out).contains("convnet4-15.safetensors"), "{}", stderr(&out));
+}
+
+/// The state file names a checkpoint that is corrupt (a flipped bit): `kiln eval DIR` and `kiln train --resume
+/// DIR` use the newest intact checkpoint instead, with a warning naming both, and the resumed run recomputes
+/// the lost step bit for bit.
+#[test]
+fn corrupt_latest_checkpoint_falls_back_to_the_newest_intact_one() {
+    let dir = small_mnist("corrupt-latest", 640, 100);
+    let data = dir.to_str().unwrap();
+    let ckpt = scratch("corrupt-latest-out").join("ck");
+    let ck = ckpt.to_str().unwrap();
+    #[rustfmt::skip]
+    succeeds(&["train", "--model", "fc3", "--steps", "4", "--batch", "32", "--save-every", "1", "--keep", "3",
+        "--show-mistakes", "0", "--data", data, "--ckpt-dir", ck]);
+    let latest = ckpt.join("fc3-4.safetensors");
+    let intact = tensor_bytes(&latest);
+    let mut bytes = std::fs::read(&latest).unwrap();
+    let at = bytes.len() - 100;
+    bytes[at] ^= 0x10;
+    std::fs::write(&latest, bytes).unwrap();
+    let state = kiln_train::checkpoint::read_state(&ckpt).unwrap();
+    assert_eq!(state.latest.as_deref(), Some("fc3-4.safetensors"), "{state:?}");
+
+    let warned = |err: &str| {
+        let line = err.lines().find(|l| l.starts_with("warning:")).unwrap_or_else(|| panic!("no warning:\n{err}"));
+        assert!(line.contains("fc3-4.safetensors") && line.contains("corrupt"), "{err}");
+        assert!(line.contains("using the newest intact checkpoint instead, fc3-3.safetensors"), "{err}");
+    };
+    let out = kiln(&["eval", ck, "--data", data, "--show-mistakes", "0"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    warned(&stderr(&out));
+    assert!(stdout(&out).contains("fc3-3.safetensors (step 3)"), "{}", stdout(&out));
+
+    let out = kiln(&["train", "--resume", ck, "--data", data, "--show-mistakes", "0"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    warned(&stderr(&out));
+    assert!(stdout(&out).contains("Resumed at step 3"), "{}", stdout(&out));
+    assert!(tensor_bytes(&latest) == intact, "resuming from step 3 should recompute the lost step 4 exactly");
+    // The directory is whole again: no more warnings.
+    let out = kiln(&["eval", ck, "--data", data, "--show-mistakes", "0"]);
+    assert!(out.status.success() && !stderr(&out).contains("warning"), "{}", stderr(&out));
 }
 
 /// Kill training with SIGKILL at pseudo-random moments while it saves a checkpoint every step; after every

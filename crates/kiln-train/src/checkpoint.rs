@@ -398,15 +398,29 @@ impl Checkpoint {
     }
 }
 
-/// A checkpoint path from a directory (its latest) or a file. Without a state file, the newest
-/// checkpoint in the directory that opens cleanly is taken, with a warning for the caller to show.
+/// A checkpoint path from a directory (its latest) or a file. Without a state file, or when the latest
+/// checkpoint it names is corrupt, the newest checkpoint in the directory that opens cleanly is taken, with
+/// a warning for the caller to show.
 pub fn resolve(path: &Path) -> Result<(PathBuf, Option<String>), CheckpointError> {
     if !path.is_dir() {
         return Ok((path.to_path_buf(), None));
     }
     let state = path.join(STATE_FILE);
     if state.exists() {
-        return Ok((latest(path)?, None));
+        let latest = latest(path)?;
+        // Bit rot or a bad copy: fall back to the newest intact checkpoint. When there is none, the caller's
+        // own open of the latest reports what is wrong with it.
+        if let Err(problem) = Checkpoint::open(&latest)
+            && let Some(newest) = newest_intact(path)?
+        {
+            let warning = format!(
+                "{problem}; {} names it as the latest, using the newest intact checkpoint instead, {}",
+                state.display(),
+                newest.file_name().unwrap_or_default().to_string_lossy()
+            );
+            return Ok((newest, Some(warning)));
+        }
+        return Ok((latest, None));
     }
     let newest = newest_intact(path)?.ok_or_else(|| CheckpointError::Invalid {
         path: path.to_path_buf(),
