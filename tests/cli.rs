@@ -434,6 +434,41 @@ fn resume_is_bit_identical_and_keep_prunes() {
     assert!(stderr(&out).contains("warning") && stdout(&out).contains("convnet4-15.safetensors"), "{}", stderr(&out));
 }
 
+/// Resuming is bit-identical with the default schedule too, the cosine, whose rate depends on the step and
+/// the run's length: a 30-step run interrupted after its step-15 checkpoint and resumed ends with the same
+/// weights as the run that went straight through.
+#[test]
+fn resume_with_the_default_cosine_schedule_is_bit_identical() {
+    let dir = small_mnist("resume-cosine", 640, 100);
+    let data = dir.to_str().unwrap();
+    let out = scratch("resume-cosine-out");
+    let (straight, resumed, ckpt) = (out.join("straight.safetensors"), out.join("resumed.safetensors"), out.join("ck"));
+    #[rustfmt::skip]
+    let base = ["train", "--model", "convnet4", "--batch", "32", "--seed", "4", "--steps", "30", "--show-mistakes", "0",
+        "--data", data];
+    let text = succeeds(&[&base[..], &["--save", straight.to_str().unwrap()]].concat());
+    // The same run with checkpoints, then rewound to step 15 as if it had been stopped there.
+    succeeds(&[&base[..], &["--ckpt-dir", ckpt.to_str().unwrap(), "--save-every", "15", "--keep", "5"]].concat());
+    let mut state = kiln_train::checkpoint::read_state(&ckpt).unwrap();
+    assert_eq!(state.checkpoints.iter().map(|e| e.step).collect::<Vec<_>>(), [15, 30], "{state:?}");
+    let last = kiln_train::checkpoint::Checkpoint::open(&ckpt.join("convnet4-30.safetensors")).unwrap();
+    let config = &last.metadata()[kiln_train::checkpoint::CONFIG_KEY];
+    assert!(config.contains(r#""schedule":"cosine""#), "the default schedule should be cosine: {config}\n{text}");
+    std::fs::remove_file(ckpt.join("convnet4-30.safetensors")).unwrap();
+    state.checkpoints.retain(|e| e.step == 15);
+    state.latest = Some("convnet4-15.safetensors".into());
+    std::fs::write(ckpt.join("checkpoint"), serde_json::to_string_pretty(&state).unwrap()).unwrap();
+
+    #[rustfmt::skip]
+    let second = succeeds(&["train", "--resume", ckpt.to_str().unwrap(), "--show-mistakes", "0", "--data", data,
+        "--save", resumed.to_str().unwrap()]);
+    assert!(second.contains("Resumed at step 15"), "{second}");
+    assert!(
+        tensor_bytes(&straight) == tensor_bytes(&resumed),
+        "resumed cosine training differs from straight training"
+    );
+}
+
 /// The state file names a checkpoint that is corrupt (a flipped bit): `kiln eval DIR` and `kiln train --resume
 /// DIR` use the newest intact checkpoint instead, with a warning naming both, and the resumed run recomputes
 /// the lost step bit for bit.
