@@ -346,6 +346,19 @@ fn fc3_learns_on_real_digits() {
     assert!(accuracy > 85.0, "fc3 reached only {accuracy}%\n{out}");
 }
 
+/// The accuracy regression guard: ConvNet4, 3 epochs on the bundled data (the default recipe otherwise),
+/// reaches at least 98.5 % test accuracy.
+#[test]
+fn convnet4_reaches_98_5_percent_in_3_epochs() {
+    let started = std::time::Instant::now();
+    #[rustfmt::skip]
+    let out = succeeds(&["train", "--model", "convnet4", "--epochs", "3", "--device", "cpu", "--show-mistakes", "0",
+        "--print-every", "1000"]);
+    let accuracy = figure(&out, "Test accuracy:");
+    eprintln!("convnet4, 3 epochs: {accuracy} % test accuracy in {:.0} s", started.elapsed().as_secs_f64());
+    assert!(accuracy >= 98.5, "convnet4 reached only {accuracy} % in 3 epochs (the guard is 98.5 %)\n{out}");
+}
+
 /// Any directory with the four standard names works: Fashion-MNIST from Debian's dataset-fashion-mnist.
 #[test]
 fn fashion_mnist_loads_when_installed() {
@@ -663,7 +676,11 @@ fn full_disk_keeps_the_previous_checkpoint() {
     match mount {
         Ok(out) if out.status.success() => {}
         Ok(out) => {
-            eprintln!("skipped: mounting a small tmpfs to fill is not permitted here: {}", stderr(&out).trim());
+            let why = stderr(&out);
+            eprintln!(
+                "skipped: mounting a small tmpfs to fill is not permitted here: {}",
+                why.lines().next().unwrap_or("")
+            );
             return;
         }
         Err(e) => {
