@@ -78,10 +78,11 @@ fn wasm_scalar_and_simd128_agree_with_every_native_build() {
     let model = Model::from_bytes(&bytes).unwrap();
     let (classes, chunk) = (model.metadata().classes, 50);
     let mut native: Vec<(String, Vec<Prediction>)> = Vec::new();
-    for isa in Isa::ALL.into_iter().filter(|isa| isa.is_available()) {
+    for isa in Isa::builds_to_compare("wasm_scalar_and_simd128_agree_with_every_native_build") {
         let mut arena = vec![0u32; model.arena_size(chunk).div_ceil(4)];
         let mut session = Session::new(&model, bytemuck::cast_slice_mut(&mut arena), chunk).unwrap();
         session.set_isa(isa);
+        assert_eq!(session.isa(), isa);
         let mut predictions = Vec::new();
         for batch in pixels.chunks(chunk * 784) {
             let n = batch.len() / 784;

@@ -2,7 +2,8 @@
 //! kiln-pack and kept current by its tests).
 
 use kiln_core::format::Model;
-use kiln_core::{Isa, RunError, Session, SessionError, runtime};
+use kiln_core::reference::{self, LayerParams};
+use kiln_core::{Isa, RunError, Session, SessionError};
 
 const MODELS: [(&str, &[u8]); 5] = [
     ("f32", include_bytes!("../fuzz/seeds/from_bytes/f32.kiln")),
@@ -23,20 +24,51 @@ fn images(model: &Model<'_>, n: usize, seed: u32) -> Vec<f32> {
         .collect()
 }
 
+/// The logits of `model` through the reference kernels (`kiln_core::reference`, plain loops that share
+/// nothing with the runtime's packed kernels), every tensor dequantized to f32 first.
+fn reference_logits(model: &Model<'_>, input: &[f32], n: usize) -> Vec<f32> {
+    let tensors: Vec<Vec<f32>> = (0..model.tensor_count())
+        .map(|i| {
+            let t = model.tensor(i);
+            let mut values = vec![0.0; t.len()];
+            t.values().decode(0, &mut values);
+            values
+        })
+        .collect();
+    let params: Vec<LayerParams<'_>> = (0..model.layers().len())
+        .filter_map(|i| model.binding(i))
+        .map(|b| LayerParams { weights: &tensors[b.weights], bias: &tensors[b.bias] })
+        .collect();
+    let len = n * model.max_activation_len();
+    let (mut a, mut b) = (vec![0.0; len], vec![0.0; len]);
+    reference::forward(model.layers(), model.input_shape(), n, input, &params, &mut a, &mut b).unwrap().to_vec()
+}
+
+/// Each logit within 1e-5 of its row's largest magnitude (at least 1): the packed kernels sum in
+/// another order, and with FMA.
+fn assert_close(got: &[f32], want: &[f32], classes: usize, what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}");
+    for (i, (g, w)) in got.chunks(classes).zip(want.chunks(classes)).enumerate() {
+        let scale = w.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+        for (a, b) in g.iter().zip(w) {
+            assert!((a - b).abs() <= 1e-5 * scale, "{what}: image {i}: {g:?} vs reference {w:?}");
+        }
+    }
+}
+
 #[test]
-fn session_matches_forward_and_gives_probabilities() {
+fn session_matches_the_reference_kernels_and_gives_probabilities() {
     for (name, bytes) in MODELS {
         let model = Model::from_bytes(bytes).unwrap();
         let n = 4;
         let input = images(&model, n, 7);
-        let len = runtime::scratch_len(&model, n);
-        let (mut a, mut b) = (vec![0.0; len], vec![0.0; len]);
-        let want = runtime::forward(&model, &input, n, &mut a, &mut b).unwrap().to_vec();
+        let want = reference_logits(&model, &input, n);
+        assert!(want.iter().any(|&v| v.abs() > 1e-3), "{name}: the reference logits are all near zero: {want:?}");
 
         let mut memory = arena(model.arena_size(n));
         let mut session = Session::new(&model, &mut bytemuck::cast_slice_mut(&mut memory)[..], n).unwrap();
         let out = session.run(&input, n).unwrap();
-        assert_eq!(out.logits, &want[..], "{name}");
+        assert_close(out.logits, &want, out.classes, name);
         assert_eq!(out.batch(), n);
         for row in out.probabilities.chunks(out.classes) {
             let sum: f32 = row.iter().sum();
@@ -46,26 +78,56 @@ fn session_matches_forward_and_gives_probabilities() {
         assert!(out.probabilities[..3].iter().all(|&p| p <= out.probabilities[best]));
         // A smaller batch in the same session works too.
         let one = session.run(&input[..model.input_shape().len()], 1).unwrap();
-        assert_eq!(one.logits, &want[..3], "{name}");
+        assert_close(one.logits, &want[..3], 3, name);
+    }
+}
+
+/// A copy of the model file whose metadata says `input = (pixel / 255 - mean) / std`, checksum restamped.
+fn with_normalisation(bytes: &[u8], mean: f32, std: f32) -> Vec<u8> {
+    use kiln_core::format::{CHECKSUM_OFFSET, HEADER_LEN, SECTION_ENTRY_LEN, SECTION_META, checksum};
+    let mut file = bytes.to_vec();
+    let meta_at = (0..)
+        .map(|i| &file[HEADER_LEN + i * SECTION_ENTRY_LEN..][..SECTION_ENTRY_LEN])
+        .find(|e| e[..4] == SECTION_META.to_le_bytes())
+        .map(|e| u64::from_le_bytes(e[8..16].try_into().unwrap()) as usize)
+        .unwrap();
+    // The fixed part: h, w, c, classes (u32 each), then mean and std (f32).
+    file[meta_at + 16..][..4].copy_from_slice(&mean.to_le_bytes());
+    file[meta_at + 20..][..4].copy_from_slice(&std.to_le_bytes());
+    let crc = checksum(&file);
+    file[CHECKSUM_OFFSET..][..4].copy_from_slice(&crc.to_le_bytes());
+    file
+}
+
+#[test]
+fn pixels_are_normalised_with_the_metadata_mean_and_std() {
+    // MNIST's own statistics: a normalisation that changes every logit.
+    let (mean, std) = (0.1307f32, 0.3081f32);
+    for (name, bytes) in MODELS {
+        let file = with_normalisation(bytes, mean, std);
+        let model = Model::from_bytes(&file).unwrap();
+        assert_eq!((model.metadata().mean, model.metadata().std), (mean, std));
+        let n = 3;
+        let pixels: Vec<u8> = (0..n * model.input_shape().len()).map(|i| (i * 7 % 256) as u8).collect();
+        let normalised: Vec<f32> = pixels.iter().map(|&p| (p as f32 / 255.0 - mean) / std).collect();
+        let want = reference_logits(&model, &normalised, n);
+
+        let mut memory = arena(model.arena_size(n));
+        let mut session = Session::new(&model, &mut bytemuck::cast_slice_mut(&mut memory)[..], n).unwrap();
+        let out = session.run_pixels(&pixels, n).unwrap();
+        assert_close(out.logits, &want, out.classes, name);
+
+        // The metadata matters: mean 0 and std 1 (pixel / 255 alone) give other logits.
+        let plain: Vec<f32> = pixels.iter().map(|&p| p as f32 / 255.0).collect();
+        let unnormalised = reference_logits(&model, &plain, n);
+        let differ = out.logits.iter().zip(&unnormalised).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+        assert!(differ > 1e-2, "{name}: normalising changed the logits by only {differ}");
     }
 }
 
 #[test]
-fn pixels_are_normalised_as_the_metadata_says() {
-    let model = Model::from_bytes(MODELS[0].1).unwrap();
-    let pixels: Vec<u8> = (0..model.input_shape().len()).map(|i| (i * 7 % 256) as u8).collect();
-    let floats: Vec<f32> = pixels.iter().map(|&p| p as f32 / 255.0).collect();
-    let mut memory = arena(model.arena_size(1));
-    let mut session = Session::new(&model, &mut bytemuck::cast_slice_mut(&mut memory)[..], 1).unwrap();
-    let from_pixels = session.run_pixels(&pixels, 1).unwrap().logits.to_vec();
-    let from_floats = session.run(&floats, 1).unwrap().logits.to_vec();
-    assert_eq!(from_pixels, from_floats);
-}
-
-#[test]
 fn every_kernel_build_on_this_cpu_gives_the_same_predictions() {
-    let available: Vec<Isa> = Isa::ALL.into_iter().filter(|isa| isa.is_available()).collect();
-    eprintln!("kernel builds on this CPU: {available:?}");
+    let available = Isa::builds_to_compare("every_kernel_build_on_this_cpu_gives_the_same_predictions");
     for (name, bytes) in MODELS {
         let model = Model::from_bytes(bytes).unwrap();
         let n = 16;
@@ -143,10 +205,11 @@ fn every_kernel_build_agrees_on_a_real_convnet() {
         }
     }
     let mut results = Vec::new();
-    for isa in Isa::ALL.into_iter().filter(|isa| isa.is_available()) {
+    for isa in Isa::builds_to_compare("every_kernel_build_agrees_on_a_real_convnet") {
         let mut memory = arena(model.arena_size(n));
         let mut session = Session::new(&model, &mut bytemuck::cast_slice_mut(&mut memory)[..], n).unwrap();
         session.set_isa(isa);
+        assert_eq!(session.isa(), isa);
         let out = session.run_pixels(&pixels, n).unwrap();
         results.push((isa, (0..n).map(|i| out.class(i)).collect::<Vec<_>>(), out.logits.to_vec()));
     }

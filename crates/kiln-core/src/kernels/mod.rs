@@ -57,7 +57,45 @@ impl Isa {
             Isa::Avx512 => "avx512",
         }
     }
+
+    /// The build a name stands for: its [`name`](Isa::name), or `avx2` for [`Isa::Avx2Fma`].
+    pub fn from_name(name: &str) -> Option<Isa> {
+        match name {
+            "portable" => Some(Isa::Portable),
+            "avx2" | "avx2+fma" => Some(Isa::Avx2Fma),
+            "avx512" => Some(Isa::Avx512),
+            _ => None,
+        }
+    }
+
+    /// For tests that compare kernel builds: every build this CPU runs, in [`Isa::ALL`] order. Prints which
+    /// builds `test` compares, and panics if [`REQUIRE_ISA_VAR`] names a build this CPU (or this build of
+    /// the crate) cannot run, so a CI machine that has AVX-512 cannot quietly compare the portable build
+    /// with itself.
+    #[cfg(feature = "std")]
+    pub fn builds_to_compare(test: &str) -> std::vec::Vec<Isa> {
+        let available: std::vec::Vec<Isa> = Isa::ALL.into_iter().filter(|isa| isa.is_available()).collect();
+        let names: std::vec::Vec<&str> = available.iter().map(|isa| isa.name()).collect();
+        let required = std::env::var(REQUIRE_ISA_VAR).unwrap_or_default();
+        std::eprintln!("{test}: comparing kernel builds {} ({REQUIRE_ISA_VAR}={required:?})", names.join(", "));
+        for name in required.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            let isa = Isa::from_name(name).unwrap_or_else(|| {
+                panic!("{REQUIRE_ISA_VAR}: unknown kernel build \"{name}\"; valid: portable, avx2, avx512")
+            });
+            assert!(
+                available.contains(&isa),
+                "{test}: {REQUIRE_ISA_VAR} requires the {} kernels, which cannot run here (this CPU and build run: {})",
+                isa.name(),
+                names.join(", ")
+            );
+        }
+        available
+    }
 }
+
+/// The environment variable naming the kernel builds (comma-separated: `portable`, `avx2`, `avx512`) that
+/// tests comparing builds must run; see [`Isa::builds_to_compare`]. CI sets it to what its machine has.
+pub const REQUIRE_ISA_VAR: &str = "KILN_REQUIRE_ISA";
 
 fn avx512_available() -> bool {
     // Only through run-time detection: a build with AVX2 enabled at compile time keeps the AVX2 path.
