@@ -1,7 +1,9 @@
 // Browser tests of the demo page (web/dist, built by web/build.sh), served by `kiln serve`, in Debian's
 // Chromium driven by playwright-core. Both paths: with --enable-unsafe-webgpu (Chromium offers a SwiftShader
-// WebGPU adapter) and without (no adapter). Digits are drawn as mouse strokes traced from real test digits;
-// the predictions of ≥ 20 real test digits must equal native `kiln predict --raw` on the same 28x28 inputs.
+// WebGPU adapter) and without (no adapter). Digits are drawn as mouse strokes traced from real test digits,
+// and must be classified as their labels; for them and ≥ 20 real test digits shown on the pad, the pad is
+// exported as a PNG and the page's class and probabilities must equal native `kiln predict` on that file
+// (the preprocessing included, not only the network).
 //
 // Environment: KILN_BIN (the kiln binary; default target/release/kiln), KILN_DIST (default web/dist),
 // KILN_ARTIFACTS (where the screenshots go; default web/tests/artifacts), CHROMIUM (default /usr/bin/chromium).
@@ -12,7 +14,6 @@ import { mkdtempSync, mkdirSync, writeFileSync, readFileSync, rmSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { deflateSync } from 'node:zlib';
 import { chromium } from 'playwright-core';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
@@ -68,47 +69,16 @@ async function open(context, query = '') {
   return { page, errors };
 }
 
-// A minimal grayscale PNG encoder (for `kiln predict --raw`).
-const CRC_TABLE = Array.from({ length: 256 }, (_, n) => {
-  let c = n;
-  for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
-  return c >>> 0;
-});
-function crc32(bytes) {
-  let c = 0xffffffff;
-  for (const b of bytes) c = CRC_TABLE[(c ^ b) & 0xff] ^ (c >>> 8);
-  return (c ^ 0xffffffff) >>> 0;
-}
-function chunk(type, data) {
-  const out = Buffer.alloc(12 + data.length);
-  out.writeUInt32BE(data.length, 0);
-  out.write(type, 4, 'latin1');
-  data.copy(out, 8);
-  out.writeUInt32BE(crc32(out.subarray(4, 8 + data.length)), 8 + data.length);
-  return out;
-}
-function png28(pixels) {
-  const header = Buffer.alloc(13);
-  header.writeUInt32BE(28, 0);
-  header.writeUInt32BE(28, 4);
-  header[8] = 8; // bit depth
-  header[9] = 0; // grayscale
-  const raw = Buffer.alloc(28 * 29);
-  for (let y = 0; y < 28; y++) for (let x = 0; x < 28; x++) raw[y * 29 + 1 + x] = pixels[y * 28 + x];
-  return Buffer.concat([
-    Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
-    chunk('IHDR', header), chunk('IDAT', deflateSync(raw)), chunk('IEND', Buffer.alloc(0)),
-  ]);
+// The pad as a PNG file, exactly as the page classified it: what a user would save and give `kiln predict`.
+async function savePad(page, file) {
+  const url = await page.evaluate(() => document.getElementById('pad').toDataURL('image/png'));
+  writeFileSync(file, Buffer.from(url.slice(url.indexOf(',') + 1), 'base64'));
+  return file;
 }
 
-// Native predictions on the exact inputs the page classified.
-function nativePredictions(model, inputs) {
-  const files = inputs.map((input, i) => {
-    const file = join(scratch, `digit-${i}.png`);
-    writeFileSync(file, png28(input));
-    return file;
-  });
-  const text = execFileSync(kilnBin, ['predict', '--raw', join(dist, 'models', model), ...files], { encoding: 'utf8' });
+// Native predictions on image files: `kiln predict` with its own preprocessing.
+function nativePredictions(model, files) {
+  const text = execFileSync(kilnBin, ['predict', join(dist, 'models', model), ...files], { encoding: 'utf8' });
   return text.trim().split('\n').map((line) => {
     const [, rest] = line.split(': ');
     const probabilities = rest.trim().split(/\s+/).slice(3).map((kv) => Number(kv.split(':')[1]));
@@ -159,16 +129,21 @@ for (const webgpu of [false, true]) {
       assert.equal(await page.evaluate(() => window.kiln.last), null);
       assert.equal(await page.locator('#error').isHidden(), true);
 
-      // Real digits drawn as strokes.
+      // Real digits drawn as strokes (ones the model classifies right as test images): each must come out as
+      // its label.
       const digits = JSON.parse(readFileSync(join(dist, 'digits.json'), 'utf8'));
       const seen = [];
-      for (const d of digits.slice(0, 4)) {
+      const files = [];
+      const tag = webgpu ? 'webgpu' : 'wasm';
+      for (const d of digits.filter((d) => d.predicted === d.label).slice(0, 4)) {
         await page.evaluate(() => window.kiln.clear());
         await drawDigit(page, decode(d.pixels));
         await page.evaluate(() => window.kiln.settled());
         const last = await page.evaluate(() => window.kiln.last);
         assert.ok(last, 'a prediction after drawing');
+        assert.equal(last.class, d.label, `drawn test digit #${d.index} (label ${d.label}): the page says ${last.class}`);
         seen.push(last);
+        files.push(await savePad(page, join(scratch, `${tag}-drawn-${seen.length}.png`)));
       }
       await page.screenshot({ path: join(artifacts, webgpu ? 'demo-webgpu-flag.png' : 'demo-wasm.png') });
 
@@ -180,11 +155,15 @@ for (const webgpu of [false, true]) {
         await buttons.nth(i).click();
         await page.evaluate(() => window.kiln.settled());
         seen.push(await page.evaluate(() => window.kiln.last));
+        files.push(await savePad(page, join(scratch, `${tag}-shown-${i}.png`)));
       }
       const wrongShown = await page.locator('#digits button.wrong').count();
       assert.ok(wrongShown >= 1, 'the row includes digits the network gets wrong');
 
-      const native = nativePredictions(model, seen.map((s) => s.input));
+      // The same pads as PNG files through `kiln predict`: the page's preprocessing and network agree with
+      // the native ones.
+      const native = nativePredictions(model, files);
+      assert.equal(native.length, seen.length);
       seen.forEach((s, i) => {
         assert.equal(s.class, native[i].class, `digit ${i}: page says ${s.class}, kiln predict says ${native[i].class}`);
         s.probabilities.forEach((p, c) => assert.ok(Math.abs(p - native[i].probabilities[c]) < 2e-3, `digit ${i} class ${c}: ${p} vs ${native[i].probabilities[c]}`));
