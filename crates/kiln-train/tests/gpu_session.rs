@@ -188,7 +188,8 @@ fn run_pixels_normalises_with_the_metadata_mean_and_std() {
     let model = Packed::from_bytes(&file).unwrap();
     let n = 8;
     let pixels: Vec<u8> = (0..n).flat_map(|i| data.test.image(i).to_vec()).collect();
-    let mut session = GpuSession::with_kernels(Gpu::from_device(gpu.device(), gpu.queue()), &kernels, &model, n).unwrap();
+    let mut session =
+        GpuSession::with_kernels(Gpu::from_device(gpu.device(), gpu.queue()), &kernels, &model, n).unwrap();
     let from_pixels = run_on_gpu(&mut session, &pixels, n, n);
 
     let mut by_hand = vec![0.0; n * 10];
