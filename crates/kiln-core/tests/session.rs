@@ -82,20 +82,10 @@ fn session_matches_the_reference_kernels_and_gives_probabilities() {
     }
 }
 
-/// A copy of the model file whose metadata says `input = (pixel / 255 - mean) / std`, checksum restamped.
+/// A copy of the model file whose metadata says `input = (pixel / 255 - mean) / std`.
 fn with_normalisation(bytes: &[u8], mean: f32, std: f32) -> Vec<u8> {
-    use kiln_core::format::{CHECKSUM_OFFSET, HEADER_LEN, SECTION_ENTRY_LEN, SECTION_META, checksum};
     let mut file = bytes.to_vec();
-    let meta_at = (0..)
-        .map(|i| &file[HEADER_LEN + i * SECTION_ENTRY_LEN..][..SECTION_ENTRY_LEN])
-        .find(|e| e[..4] == SECTION_META.to_le_bytes())
-        .map(|e| u64::from_le_bytes(e[8..16].try_into().unwrap()) as usize)
-        .unwrap();
-    // The fixed part: h, w, c, classes (u32 each), then mean and std (f32).
-    file[meta_at + 16..][..4].copy_from_slice(&mean.to_le_bytes());
-    file[meta_at + 20..][..4].copy_from_slice(&std.to_le_bytes());
-    let crc = checksum(&file);
-    file[CHECKSUM_OFFSET..][..4].copy_from_slice(&crc.to_le_bytes());
+    kiln_core::format::set_normalisation(&mut file, mean, std).unwrap();
     file
 }
 

@@ -189,7 +189,9 @@ fn meta_bytes(meta: &Metadata) -> Result<Vec<u8>, PackError> {
     for d in [meta.input.h, meta.input.w, meta.input.c, meta.labels.len()] {
         b.extend(u32_of(d, "input dimension or class count")?.to_le_bytes());
     }
+    debug_assert_eq!(b.len(), fmt_spec::META_MEAN_OFFSET);
     b.extend(meta.mean.to_le_bytes());
+    debug_assert_eq!(b.len(), fmt_spec::META_STD_OFFSET);
     b.extend(meta.std.to_le_bytes());
     b.extend(meta.source_step.to_le_bytes());
     b.extend(meta.test_correct.to_le_bytes());

@@ -95,6 +95,10 @@ pub fn decode_layer(index: usize, op: u32, args: [u32; 4]) -> Result<(Layer, Opt
     })
 }
 
+/// Byte offsets, in the metadata section, of the input normalisation: `input = (pixel / 255 - mean) / std`.
+pub const META_MEAN_OFFSET: usize = 16;
+pub const META_STD_OFFSET: usize = 20;
+
 /// Bytes of the metadata section's fixed part, before its strings.
 pub const META_FIXED_LEN: usize = 80;
 /// Strings in the metadata before the class labels: model name, kiln version, source file, quantization.
@@ -376,6 +380,25 @@ impl<'a> Model<'a> {
     }
 }
 
+/// Rewrites the input normalisation of a valid file in place and restamps its checksum: the same model with
+/// another preprocessing, without re-packing. The file is fully validated first; on any error it is left as
+/// it was.
+pub fn set_normalisation(bytes: &mut [u8], mean: f32, std: f32) -> Result<(), FormatError> {
+    Model::from_bytes(bytes)?;
+    if !mean.is_finite() || !std.is_finite() || std <= 0.0 {
+        return Err(FormatError::BadMetadata { reason: "the normalisation mean and std must be finite, std positive" });
+    }
+    let sections = check_header(bytes)?;
+    let meta =
+        sections.iter().find(|s| s.kind == SECTION_META).ok_or(FormatError::MissingSection { kind: SECTION_META })?;
+    let at = meta.offset as usize;
+    bytes[at + META_MEAN_OFFSET..][..4].copy_from_slice(&mean.to_le_bytes());
+    bytes[at + META_STD_OFFSET..][..4].copy_from_slice(&std.to_le_bytes());
+    let crc = checksum(bytes);
+    bytes[CHECKSUM_OFFSET..][..4].copy_from_slice(&crc.to_le_bytes());
+    Ok(())
+}
+
 /// Checks magic, version, flags, length and checksum, then reads and checks the section table.
 fn check_header(bytes: &[u8]) -> Result<[Section; MAX_SECTIONS], FormatError> {
     let actual = bytes.len() as u64;
@@ -462,7 +485,7 @@ fn parse_meta(meta: &[u8]) -> Result<Metadata<'_>, FormatError> {
     if classes == 0 {
         return Err(bad("the class count is zero"));
     }
-    let (mean, std) = (f32_at(meta, 16), f32_at(meta, 20));
+    let (mean, std) = (f32_at(meta, META_MEAN_OFFSET), f32_at(meta, META_STD_OFFSET));
     if !mean.is_finite() || !std.is_finite() || std <= 0.0 {
         return Err(bad("the normalisation mean and std must be finite, std positive"));
     }
