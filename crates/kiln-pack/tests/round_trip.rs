@@ -47,18 +47,10 @@ fn every_weight_type_decodes_to_its_dequantized_values() {
         let file = common::packed(quant);
         let model = Model::from_bytes(&file).unwrap();
         assert_eq!(model.tensor_count(), 6);
-        for (i, (name, dims, values)) in common::params(1).iter().enumerate() {
+        for (i, ((name, dims, values), want)) in common::params(1).iter().zip(dequantized(quant)).enumerate() {
             let t = model.tensor(i);
             assert_eq!((t.name, &t.dims[..t.rank]), (name.as_str(), &dims[..]));
             assert_eq!(t.dtype, if i % 2 == 0 { dtype } else { DType::F32 }, "{name}");
-            let want = match quant {
-                _ if i % 2 == 1 => values.clone(),
-                Quant::F32 => values.clone(),
-                Quant::F16 => values.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect(),
-                Quant::Int8 => kiln_pack::quant::int8_per_channel(values, dims[dims.len() - 1]).unwrap().dequantize(),
-                Quant::Int4 { block } => kiln_pack::quant::int4_blocks(values, block).unwrap().dequantize(),
-                Quant::Int2 { block } => kiln_pack::quant::int2_blocks(values, block).unwrap().dequantize(),
-            };
             let mut got = vec![0.0; values.len()];
             // Decode in two uneven runs to cross block and channel boundaries.
             let split = values.len() / 3 + 1;
