@@ -98,6 +98,23 @@ pub fn forward<'s>(
     scratch_a: &'s mut [f32],
     scratch_b: &'s mut [f32],
 ) -> Result<&'s [f32], ForwardError> {
+    forward_integer_path(layers, input_shape, n, input, params, &[], scratch_a, scratch_b)
+}
+
+/// [`forward`] as the runtime's integer path computes it, in f32: the input of each parametric layer `k`
+/// with `integer[k]` set is first replaced by its 8-bit levels' values
+/// ([`kernels::fake_quantize_in_place`]). Give such layers' weights as the integer path reads them.
+#[allow(clippy::too_many_arguments)]
+pub fn forward_integer_path<'s>(
+    layers: &[Layer],
+    input_shape: Shape,
+    n: usize,
+    input: &[f32],
+    params: &[LayerParams<'_>],
+    integer: &[bool],
+    scratch_a: &'s mut [f32],
+    scratch_b: &'s mut [f32],
+) -> Result<&'s [f32], ForwardError> {
     let plan = Plan::new(layers, input_shape)?;
     let max = n * plan.max_activation_len();
     for got in [scratch_a.len(), scratch_b.len()] {
@@ -119,6 +136,9 @@ pub fn forward<'s>(
             None => None,
         };
         let (in_len, out_len) = (n * step.input.len(), n * step.output.len());
+        if step.params.is_some_and(|slot| integer.get(slot.index) == Some(&true)) {
+            kernels::fake_quantize_in_place(&mut src[..in_len], n);
+        }
         forward_layer(step.index, &step.layer, step.input, n, &src[..in_len], p, &mut dst[..out_len])?;
         core::mem::swap(&mut src, &mut dst);
     }

@@ -1,9 +1,10 @@
 //! A session: a validated model plus a caller-provided arena, ready to classify without allocating.
 //!
 //! ```text
-//! arena (bytes, 4-aligned) = [ ping: max_batch × largest activation f32 ]
-//!                            [ pong: max_batch × largest activation f32 ]
-//!                            [ probabilities: max_batch × classes f32   ]
+//! arena (bytes, 4-aligned) = [ ping: max_batch × largest activation f32                    ]
+//!                            [ pong: max_batch × largest activation f32                    ]
+//!                            [ integer scratch (quantized models only; runtime.rs lays it out) ]
+//!                            [ probabilities: max_batch × classes f32                      ]
 //! ```
 //! The memory plan is static ping-pong: each layer reads one buffer and writes the other, ReLU and flatten
 //! work in place. The two largest neighbouring activations bound any plan that keeps whole activations
@@ -22,7 +23,8 @@ impl Model<'_> {
     /// Exact bytes of arena a [`Session`] needs to run up to `max_batch` images at once (saturates at
     /// `usize::MAX` on overflow, which no arena satisfies).
     pub fn arena_size(&self, max_batch: usize) -> usize {
-        let activations = runtime::scratch_len(self, max_batch).saturating_mul(2);
+        let activations =
+            runtime::activation_len(self, max_batch).saturating_add(runtime::scratch_len(self, max_batch));
         let probabilities = max_batch.saturating_mul(self.metadata().classes);
         activations.saturating_add(probabilities).saturating_mul(F32)
     }
@@ -134,9 +136,8 @@ impl<'a> Session<'a> {
         let address_mod_4 = arena.as_ptr() as usize % F32;
         let floats: &mut [f32] = bytemuck::try_cast_slice_mut(&mut arena[..needed])
             .map_err(|_| SessionError::ArenaMisaligned { address_mod_4 })?;
-        let scratch = runtime::scratch_len(model, max_batch);
-        let (ping, rest) = floats.split_at_mut(scratch);
-        let (pong, probabilities) = rest.split_at_mut(scratch);
+        let (ping, rest) = floats.split_at_mut(runtime::activation_len(model, max_batch));
+        let (pong, probabilities) = rest.split_at_mut(runtime::scratch_len(model, max_batch));
         Ok(Session { model, ping, pong, probabilities, max_batch, isa: Isa::best() })
     }
 

@@ -24,16 +24,37 @@ fn images(model: &Model<'_>, n: usize, seed: u32) -> Vec<f32> {
         .collect()
 }
 
+/// A tensor's values as the runtime computes with them: int4/int2 weights requantized to int8 levels on
+/// per-channel scales (what the integer path does), everything else decoded.
+fn as_the_runtime_sees_it(t: &kiln_core::format::TensorView<'_>) -> Vec<f32> {
+    let values = t.values();
+    let mut out = vec![0.0; t.len()];
+    if t.dtype.is_blocked() {
+        let channels = t.channels();
+        let mut scales = vec![0.0; channels];
+        values.requantized_scales(&mut scales);
+        let inverse: Vec<f32> = scales.iter().map(|&s| if s > 0.0 { 1.0 / s } else { 0.0 }).collect();
+        let mut levels = vec![0i8; channels];
+        for (row, o) in out.chunks_mut(channels).enumerate() {
+            values.requantize(row * channels, &inverse, &mut levels);
+            for ((o, &l), &s) in o.iter_mut().zip(&levels).zip(&scales) {
+                *o = l as f32 * s;
+            }
+        }
+    } else {
+        values.decode(0, &mut out);
+    }
+    out
+}
+
 /// The logits of `model` through the reference kernels (`kiln_core::reference`, plain loops that share
-/// nothing with the runtime's packed kernels), every tensor dequantized to f32 first.
+/// nothing with the runtime's packed and integer kernels), every tensor dequantized to f32 first, and
+/// the inputs of layers with int8/int4/int2 weights quantized as the integer path quantizes them.
 fn reference_logits(model: &Model<'_>, input: &[f32], n: usize) -> Vec<f32> {
-    let tensors: Vec<Vec<f32>> = (0..model.tensor_count())
-        .map(|i| {
-            let t = model.tensor(i);
-            let mut values = vec![0.0; t.len()];
-            t.values().decode(0, &mut values);
-            values
-        })
+    let tensors: Vec<Vec<f32>> = (0..model.tensor_count()).map(|i| as_the_runtime_sees_it(&model.tensor(i))).collect();
+    let integer: Vec<bool> = (0..model.layers().len())
+        .filter_map(|i| model.binding(i))
+        .map(|b| kiln_core::kernels::runs_on_integers(model.tensor(b.weights).dtype))
         .collect();
     let params: Vec<LayerParams<'_>> = (0..model.layers().len())
         .filter_map(|i| model.binding(i))
@@ -41,7 +62,9 @@ fn reference_logits(model: &Model<'_>, input: &[f32], n: usize) -> Vec<f32> {
         .collect();
     let len = n * model.max_activation_len();
     let (mut a, mut b) = (vec![0.0; len], vec![0.0; len]);
-    reference::forward(model.layers(), model.input_shape(), n, input, &params, &mut a, &mut b).unwrap().to_vec()
+    reference::forward_integer_path(model.layers(), model.input_shape(), n, input, &params, &integer, &mut a, &mut b)
+        .unwrap()
+        .to_vec()
 }
 
 /// Each logit within 1e-5 of its row's largest magnitude (at least 1): the packed kernels sum in
@@ -147,8 +170,10 @@ fn every_kernel_build_on_this_cpu_gives_the_same_predictions() {
 fn bad_arenas_and_inputs_get_distinct_errors() {
     let model = Model::from_bytes(MODELS[2].1).unwrap();
     let needed = model.arena_size(2);
-    // 2 images: two ping-pong buffers of 2 x the largest activation, plus 2 x 3 probabilities, all f32.
-    assert_eq!(needed, (2 * 2 * model.max_activation_len() + 2 * 3) * 4);
+    // 2 images: two ping-pong buffers of 2 x the largest activation, plus 2 x 3 probabilities, all f32,
+    // plus the integer path's scratch: 2 images' scales, and 2 x the largest quantized input in bytes.
+    let largest_input = model.plan().steps().filter(|s| s.params.is_some()).map(|s| s.input.len()).max().unwrap();
+    assert_eq!(needed, (2 * 2 * model.max_activation_len() + 2 * 3 + 2 * 2) * 4 + (2 * largest_input).div_ceil(4) * 4);
     let mut memory = arena(needed + 8);
     let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut memory);
     assert_eq!(

@@ -24,8 +24,9 @@ pub struct BenchInferArgs {
     /// Timed batches per thread.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
     pub batches: u32,
-    /// Kernel build: best (what this CPU runs fastest), portable, avx2+fma or avx512.
-    #[arg(long, default_value = "best", value_parser = ["best", "portable", "avx2+fma", "avx512"])]
+    /// Kernel build: best (what this CPU runs fastest), portable, avx2+fma, avx512 or avx512vnni (the
+    /// integer path's `vpdpbusd` kernels; f32 layers run as avx512).
+    #[arg(long, default_value = "best", value_parser = ["best", "portable", "avx2+fma", "avx512", "avx512vnni"])]
     pub isa: String,
     /// Where to run: `cpu` (kiln-core's runtime) or `gpu` (GpuSession on the first wgpu adapter).
     #[arg(long, default_value = "cpu", value_parser = ["cpu", "gpu"])]
@@ -37,6 +38,7 @@ pub fn isa(name: &str) -> Result<Isa> {
         "portable" => Isa::Portable,
         "avx2+fma" => Isa::Avx2Fma,
         "avx512" => Isa::Avx512,
+        "avx512vnni" => Isa::Avx512Vnni,
         _ => Isa::best(),
     };
     if !isa.is_available() {

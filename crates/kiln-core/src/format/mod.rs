@@ -8,7 +8,7 @@ mod error;
 mod tensor;
 
 pub use error::FormatError;
-pub use tensor::{DType, TensorView, Values};
+pub use tensor::{DType, TensorView, Values, round_to_i32};
 
 use crate::network::{Layer, Shape};
 use crate::plan::{ParamSlot, Plan};

@@ -89,7 +89,7 @@ pub struct TensorView<'a> {
     pub scales_offset: u64,
 }
 
-impl TensorView<'_> {
+impl<'a> TensorView<'a> {
     /// Number of values.
     pub fn len(&self) -> usize {
         self.dims[..self.rank].iter().product()
@@ -110,7 +110,7 @@ impl TensorView<'_> {
     }
 
     /// A decoder for this tensor's values.
-    pub fn values(&self) -> Values<'_> {
+    pub fn values(&self) -> Values<'a> {
         Values { dtype: self.dtype, data: self.data, scales: self.scales, channels: self.channels(), block: self.block }
     }
 }
@@ -132,6 +132,7 @@ fn f32_at(bytes: &[u8], index: usize) -> f32 {
     f32::from_le_bytes([b[0], b[1], b[2], b[3]])
 }
 
+#[inline(always)]
 fn f16_at(bytes: &[u8], index: usize) -> f32 {
     half::f16::from_bits(u16::from_le_bytes([bytes[2 * index], bytes[2 * index + 1]])).to_f32()
 }
@@ -143,6 +144,24 @@ impl<'a> Values<'a> {
         Values { dtype: DType::F32, data, scales: &[], channels, block: 0 }
     }
 
+    /// int8 levels and little-endian f32 scales, for kernel tests.
+    #[cfg(test)]
+    pub(crate) fn int8_raw(data: &'a [u8], scales: &'a [u8], channels: usize) -> Values<'a> {
+        Values { dtype: DType::Int8, data, scales, channels, block: 0 }
+    }
+
+    /// int4/int2 values and f16 block scales, for kernel tests.
+    #[cfg(test)]
+    pub(crate) fn blocked_raw(
+        dtype: DType,
+        data: &'a [u8],
+        scales: &'a [u8],
+        channels: usize,
+        block: usize,
+    ) -> Values<'a> {
+        Values { dtype, data, scales, channels, block }
+    }
+
     /// The values themselves, when they are f32 and this machine can read them in place (little-endian,
     /// and the file's bytes 4-aligned in memory, which the format's 256-byte alignment makes the rule).
     #[inline]
@@ -151,6 +170,131 @@ impl<'a> Values<'a> {
             bytemuck::try_cast_slice(self.data).ok()
         } else {
             None
+        }
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// int8 levels read in place, for the integer path (`None` for every other dtype).
+    #[inline]
+    pub fn int8_levels(&self) -> Option<&'a [i8]> {
+        (self.dtype == DType::Int8).then(|| bytemuck::cast_slice(self.data))
+    }
+
+    /// Output channel `c`'s scale, for int8 (`value = level × scale`). Panics for other dtypes.
+    #[inline]
+    pub fn int8_scale(&self, c: usize) -> f32 {
+        assert_eq!(self.dtype, DType::Int8, "per-channel scales are int8's");
+        f32_at(self.scales, c)
+    }
+
+    /// For int4/int2: the largest `|value|` each level can stand for, in scales (`-8` for int4, `±1.5` for
+    /// int2); `None` for other dtypes.
+    fn peak_level(&self) -> Option<f32> {
+        match self.dtype {
+            DType::Int4 => Some(8.0),
+            DType::Int2 => Some(1.5),
+            _ => None,
+        }
+    }
+
+    /// For int4/int2 weights, the integer path's per-channel int8 scale of each output channel: the
+    /// largest value any block of that channel can hold, over 127. `out` has one entry per channel. Reads
+    /// only the block scales (one pass when blocks tile the rows, as the writer's always do).
+    pub fn requantized_scales(&self, out: &mut [f32]) {
+        let Some(peak) = self.peak_level() else { return };
+        let (channels, block) = (self.channels, self.block.max(1));
+        let blocks = self.scales.len() / 2;
+        out[..channels].fill(0.0);
+        if channels.is_multiple_of(block) {
+            // Block `b` covers channels `(b % per_row) * block ..` of one row: the max per block column.
+            let per_row = channels / block;
+            for b in 0..blocks {
+                let column = &mut out[b % per_row];
+                *column = column.max(f16_at(self.scales, b).abs() * peak);
+            }
+            for c in (0..channels).rev() {
+                out[c] = out[c / block];
+            }
+        } else {
+            let len = self.data.len() * if self.dtype == DType::Int4 { 2 } else { 4 };
+            for b in 0..blocks {
+                let s = f16_at(self.scales, b).abs() * peak;
+                for i in b * block..((b + 1) * block).min(len) {
+                    let column = &mut out[i % channels];
+                    *column = column.max(s);
+                }
+            }
+        }
+        for s in &mut out[..channels] {
+            *s /= 127.0;
+        }
+    }
+
+    /// For int4/int2: values `start .. start + out.len()` of one row as int8 levels on the per-channel
+    /// scales whose inverses `inverse_scales` holds for the run's channels (`level = round(value /
+    /// scale)`, so the level never passes ±127).
+    #[inline(always)]
+    pub fn requantize(&self, start: usize, inverse_scales: &[f32], out: &mut [i8]) {
+        // Adding 128.5 and truncating rounds half up without a branch; clamping first (which also maps
+        // NaN to 1) keeps the level in ±127 and lets the conversion skip `as`'s saturation, which the
+        // compiler would not vectorize.
+        // `max`/`min`, not `clamp`: `clamp` passes NaN through.
+        #[allow(unsafe_code, clippy::manual_clamp)]
+        fn level(v: f32, inv: f32) -> i8 {
+            let t = (v * inv + 128.5).max(1.0).min(255.0);
+            // SAFETY: `t` is finite and within 1..=255, which an i32 holds.
+            (unsafe { t.to_int_unchecked::<i32>() } - 128) as i8
+        }
+        let per_byte = match self.dtype {
+            DType::Int4 => 2,
+            DType::Int2 => 4,
+            _ => 0,
+        };
+        let block = if self.block == 0 { usize::MAX } else { self.block };
+        let mut done = 0;
+        while done < out.len() {
+            let i = start + done;
+            let run = (block - i % block).min(out.len() - done);
+            let (o, inv) = (&mut out[done..done + run], &inverse_scales[done..done + run]);
+            if per_byte > 0 && i.is_multiple_of(per_byte) && run.is_multiple_of(per_byte) {
+                // Whole bytes inside one block: one scale, and the same arithmetic as `decode`'s (so the
+                // same bits as the general path below). Two simple loops, unpacking then scaling, which
+                // the compiler vectorizes for the caller's kernel build.
+                let scale = f16_at(self.scales, i / block);
+                let mut q = [0.0f32; 128];
+                for j0 in (0..run).step_by(q.len()) {
+                    let part = q.len().min(run - j0);
+                    let bytes = &self.data[(i + j0) / per_byte..(i + j0 + part) / per_byte];
+                    if per_byte == 2 {
+                        for (&byte, q) in bytes.iter().zip(q.chunks_exact_mut(2)) {
+                            q[0] = (((byte << 4) as i8) >> 4) as f32;
+                            q[1] = ((byte as i8) >> 4) as f32;
+                        }
+                    } else {
+                        for (&byte, q) in bytes.iter().zip(q.chunks_exact_mut(4)) {
+                            for (k, q) in q.iter_mut().enumerate() {
+                                *q = ((((byte >> (2 * k)) << 6) as i8) >> 6) as f32 + 0.5;
+                            }
+                        }
+                    }
+                    for ((o, &q), &inv) in o[j0..j0 + part].iter_mut().zip(&q[..part]).zip(&inv[j0..j0 + part]) {
+                        *o = level(q * scale, inv);
+                    }
+                }
+            } else {
+                let mut values = [0.0f32; 64];
+                for (j0, chunk) in (0..run).step_by(values.len()).zip(o.chunks_mut(values.len())) {
+                    let part = &mut values[..chunk.len()];
+                    self.decode(i + j0, part);
+                    for ((o, &v), &inv) in chunk.iter_mut().zip(part.iter()).zip(&inv[j0..]) {
+                        *o = level(v, inv);
+                    }
+                }
+            }
+            done += run;
         }
     }
 
@@ -231,4 +375,10 @@ impl<'a> Values<'a> {
             done += run;
         }
     }
+}
+
+/// Rounds half away from zero (`core` has no `f32::round`); saturates like `as`.
+#[inline(always)]
+pub fn round_to_i32(v: f32) -> i32 {
+    if v >= 0.0 { (v + 0.5) as i32 } else { (v - 0.5) as i32 }
 }

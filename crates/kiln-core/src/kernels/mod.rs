@@ -9,6 +9,7 @@ mod dense;
 mod maxpool;
 mod packed;
 mod pad;
+mod quantized;
 mod relu;
 
 pub use conv2d::conv2d_3x3_same;
@@ -16,6 +17,10 @@ pub use dense::dense;
 pub use maxpool::maxpool_2x2;
 pub use packed::{conv2d_3x3_same_packed, dense_packed};
 pub use pad::pad;
+pub use quantized::{
+    ActivationScale, channel_scratch_len, conv2d_3x3_same_quantized, dense_quantized, fake_quantize_in_place,
+    quantize_activations, runs_on_integers,
+};
 pub use relu::{relu, relu_in_place};
 
 use core::fmt;
@@ -31,14 +36,17 @@ pub enum Isa {
     Avx2Fma,
     /// x86-64 with AVX-512 (F, VL) as well: four pixels per weight load. Found at run time with `std`.
     Avx512,
+    /// AVX-512 with BW and VNNI as well: the integer path's `vpdpbusd` micro-kernel (the f32 kernels run
+    /// as [`Isa::Avx512`]). Found at run time with `std`.
+    Avx512Vnni,
 }
 
 impl Isa {
-    pub const ALL: [Isa; 3] = [Isa::Portable, Isa::Avx2Fma, Isa::Avx512];
+    pub const ALL: [Isa; 4] = [Isa::Portable, Isa::Avx2Fma, Isa::Avx512, Isa::Avx512Vnni];
 
     /// The fastest build this CPU runs.
     pub fn best() -> Isa {
-        [Isa::Avx512, Isa::Avx2Fma].into_iter().find(|isa| isa.is_available()).unwrap_or(Isa::Portable)
+        [Isa::Avx512Vnni, Isa::Avx512, Isa::Avx2Fma].into_iter().find(|isa| isa.is_available()).unwrap_or(Isa::Portable)
     }
 
     /// Whether this CPU (and this build of the crate) can run it.
@@ -47,6 +55,7 @@ impl Isa {
             Isa::Portable => true,
             Isa::Avx2Fma => avx2_fma_available(),
             Isa::Avx512 => avx512_available(),
+            Isa::Avx512Vnni => avx512_vnni_available(),
         }
     }
 
@@ -55,6 +64,7 @@ impl Isa {
             Isa::Portable => "portable",
             Isa::Avx2Fma => "avx2+fma",
             Isa::Avx512 => "avx512",
+            Isa::Avx512Vnni => "avx512vnni",
         }
     }
 
@@ -64,6 +74,7 @@ impl Isa {
             "portable" => Some(Isa::Portable),
             "avx2" | "avx2+fma" => Some(Isa::Avx2Fma),
             "avx512" => Some(Isa::Avx512),
+            "avx512vnni" => Some(Isa::Avx512Vnni),
             _ => None,
         }
     }
@@ -80,7 +91,7 @@ impl Isa {
         std::eprintln!("{test}: comparing kernel builds {} ({REQUIRE_ISA_VAR}={required:?})", names.join(", "));
         for name in required.split(',').map(str::trim).filter(|n| !n.is_empty()) {
             let isa = Isa::from_name(name).unwrap_or_else(|| {
-                panic!("{REQUIRE_ISA_VAR}: unknown kernel build \"{name}\"; valid: portable, avx2, avx512")
+                panic!("{REQUIRE_ISA_VAR}: unknown kernel build \"{name}\"; valid: portable, avx2, avx512, avx512vnni")
             });
             assert!(
                 available.contains(&isa),
@@ -93,7 +104,7 @@ impl Isa {
     }
 }
 
-/// The environment variable naming the kernel builds (comma-separated: `portable`, `avx2`, `avx512`) that
+/// The environment variable naming the kernel builds (comma-separated: `portable`, `avx2`, `avx512`, `avx512vnni`) that
 /// tests comparing builds must run; see [`Isa::builds_to_compare`]. CI sets it to what its machine has.
 pub const REQUIRE_ISA_VAR: &str = "KILN_REQUIRE_ISA";
 
@@ -103,6 +114,16 @@ fn avx512_available() -> bool {
     return avx2_fma_available()
         && std::is_x86_feature_detected!("avx512f")
         && std::is_x86_feature_detected!("avx512vl");
+    #[allow(unreachable_code)]
+    false
+}
+
+fn avx512_vnni_available() -> bool {
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    return avx2_fma_available()
+        && std::is_x86_feature_detected!("avx512f")
+        && std::is_x86_feature_detected!("avx512bw")
+        && std::is_x86_feature_detected!("avx512vnni");
     #[allow(unreachable_code)]
     false
 }

@@ -90,11 +90,11 @@ struct Gemm<'a, S> {
 #[inline]
 fn dispatch<S: Fn(usize, usize) -> Option<usize>>(isa: Isa, g: &Gemm<'_, S>, output: &mut [f32]) {
     #[cfg(all(feature = "std", target_arch = "x86_64", not(all(target_feature = "avx2", target_feature = "fma"))))]
-    if isa == Isa::Avx512 && isa.is_available() {
+    if matches!(isa, Isa::Avx512 | Isa::Avx512Vnni) && Isa::Avx512.is_available() {
         // SAFETY: `is_available` detected AVX-512F, AVX-512VL, AVX2 and FMA at run time.
         return unsafe { x86::gemm_avx512(g, output) };
     }
-    if matches!(isa, Isa::Avx2Fma | Isa::Avx512) && Isa::Avx2Fma.is_available() {
+    if isa != Isa::Portable && Isa::Avx2Fma.is_available() {
         // SAFETY: the portable loops need no feature beyond what the binary was compiled for.
         #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
         return unsafe { gemm::<true, 1, S, Portable<true>>(g, output) };

@@ -1,0 +1,1158 @@
+//! Conv and dense layers in integer arithmetic, for int8, int4 and int2 weights.
+//!
+//! Each image's input activations are quantized to 8 bits ([`quantize_activations`]): `x ≈ (q − zero) ×
+//! scale`, with `zero = 0` whenever the input has no negative values (after ReLU, and pixels on [0, 1]).
+//! Weights are int8 levels per output channel: int8 files' own, read in place; int4 and int2 blocks are
+//! requantized into an int8 panel on per-channel scales (`Values::requantize`). The products of u8
+//! activations and s8 weights add up in i32, exactly, in the output buffer itself; one epilogue per tile
+//! turns them into `acc × (activation scale × weight scale) + bias`. Integer sums do not depend on their
+//! order, and the quantization and the epilogue are shared scalar code, so every kernel build gives
+//! bit-identical logits.
+//!
+//! Hand-written because this crate is `no_std` without `alloc`; the AVX-512 VNNI micro-kernel uses
+//! intrinsics because the compiler does not form `vpdpbusd` from plain loops.
+
+// As in `packed`: the SIMD micro-kernel is an `unsafe fn` behind run-time feature detection.
+#![allow(unsafe_code)]
+
+use super::{Isa, LengthError, check};
+use crate::format::{DType, Values, round_to_i32};
+
+/// Output pixels per tile: their accumulators are the output rows themselves.
+const TILE_PIXELS: usize = 64;
+/// Output channels per micro-kernel sweep: four AVX-512 registers of i32 per pixel.
+const COLS: usize = 64;
+/// Output channels per pass over the weights.
+const WIDTH: usize = 512;
+/// Bytes of the int8 panel that int4 and int2 rows are requantized into (stays in L1).
+const PANEL_BYTES: usize = 16384;
+
+/// How one image's input was quantized: `x ≈ (q − zero) × scale`.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[repr(C)]
+pub struct ActivationScale {
+    pub scale: f32,
+    /// 0 when the input had no negative values; then no correction term is needed.
+    pub zero: i32,
+}
+
+// SAFETY: `repr(C)` of an f32 and an i32: no padding, and every bit pattern is a valid value. (So the
+// runtime can carve these out of the caller's arena.)
+unsafe impl bytemuck::Zeroable for ActivationScale {}
+// SAFETY: as above.
+unsafe impl bytemuck::Pod for ActivationScale {}
+
+/// Quantizes `images` images of `input` (`[images, len]`) to 8 bits each, over `[min(0, min), max(0,
+/// max)]`, into `out` (same length), and writes each image's scale and zero point.
+pub fn quantize_activations(
+    input: &[f32],
+    images: usize,
+    out: &mut [u8],
+    scales: &mut [ActivationScale],
+) -> Result<(), LengthError> {
+    check("output", out.len(), input.len())?;
+    check("scales", scales.len(), images)?;
+    if images == 0 {
+        return Ok(());
+    }
+    let len = input.len() / images;
+    check("input", input.len(), images * len)?;
+    for ((x, q), s) in input.chunks_exact(len).zip(out.chunks_exact_mut(len)).zip(scales.iter_mut()) {
+        let (scale, inverse) = image_scale(x);
+        *s = scale;
+        for (q, &v) in q.iter_mut().zip(x) {
+            *q = level(v, inverse, scale.zero);
+        }
+    }
+    Ok(())
+}
+
+/// One image's scale and zero point over `[min(0, min), max(0, max)]`, and the inverse scale.
+fn image_scale(x: &[f32]) -> (ActivationScale, f32) {
+    let (lo, hi) = x.iter().fold((0.0f32, 0.0f32), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+    if hi - lo <= 0.0 || !(hi - lo).is_finite() {
+        // All zero (or not finite, which no finite network input produces): every level 0.
+        return (ActivationScale { scale: 0.0, zero: 0 }, 0.0);
+    }
+    let inverse = 255.0 / (hi - lo);
+    let zero = if lo < 0.0 { round_to_i32(-lo * inverse).clamp(0, 255) } else { 0 };
+    (ActivationScale { scale: (hi - lo) / 255.0, zero }, inverse)
+}
+
+/// `round(v × inverse) + zero`, halves rounded up, clamped to 0..=255. The sum is at least −0.5 for every
+/// `v` of the image, so truncating after adding 0.5 rounds (without a branch, so it vectorizes).
+#[inline(always)]
+#[allow(clippy::manual_clamp)] // `clamp` passes NaN through
+fn level(v: f32, inverse: f32, zero: i32) -> u8 {
+    // Clamping first (which also maps NaN to 0) lets the conversion skip `as`'s saturation, which the
+    // compiler would not vectorize.
+    let t = (v * inverse + (zero as f32 + 0.5)).max(0.0).min(255.0);
+    // SAFETY: `t` is finite and within 0..=255.
+    unsafe { t.to_int_unchecked::<i32>() as u8 }
+}
+
+/// What the integer path sees of `values` (`[images, len]`): each value replaced by its 8-bit level's
+/// value, `(q − zero) × scale`, with the same per-image scales as [`quantize_activations`]. For
+/// references that run the integer path's arithmetic in f32.
+pub fn fake_quantize_in_place(values: &mut [f32], images: usize) {
+    if images == 0 || values.is_empty() {
+        return;
+    }
+    let len = values.len() / images;
+    for x in values.chunks_exact_mut(len) {
+        let (scale, inverse) = image_scale(x);
+        for v in x.iter_mut() {
+            *v = (level(*v, inverse, scale.zero) as i32 - scale.zero) as f32 * scale.scale;
+        }
+    }
+}
+
+/// Whether the integer path runs weights of this dtype.
+pub fn runs_on_integers(dtype: DType) -> bool {
+    matches!(dtype, DType::Int8 | DType::Int4 | DType::Int2)
+}
+
+/// Scratch the integer path needs besides its input: per-channel scales and their inverses for int4/int2
+/// weights, `2 × cout` values.
+pub fn channel_scratch_len(cout: usize) -> usize {
+    2 * cout
+}
+
+/// 3x3 convolution, stride 1, SAME padding, plus bias, on quantized input `[n,h,w,cin]` (one
+/// [`ActivationScale`] per image) with int8/int4/int2 weights `[3,3,cin,cout]`; f32 output `[n,h,w,cout]`.
+/// `channels` is scratch of [`channel_scratch_len`]`(cout)` values.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_3x3_same_quantized(
+    isa: Isa,
+    input: &[u8],
+    scales: &[ActivationScale],
+    n: usize,
+    h: usize,
+    w: usize,
+    cin: usize,
+    weights: &Values<'_>,
+    bias: &Values<'_>,
+    cout: usize,
+    channels: &mut [f32],
+    output: &mut [f32],
+) -> Result<(), LengthError> {
+    check("input", input.len(), n * h * w * cin)?;
+    check("output", output.len(), n * h * w * cout)?;
+    check("scales", scales.len(), n)?;
+    let source = |pixel: usize, tap: usize| {
+        let (image, y, x) = (pixel / (h * w), pixel / w % h, pixel % w);
+        // SAME padding: the tap at offset (ky-1, kx-1) reads zero outside the image.
+        let iy = (y + tap / 3).checked_sub(1).filter(|&iy| iy < h)?;
+        let ix = (x + tap % 3).checked_sub(1).filter(|&ix| ix < w)?;
+        Some(((image * h + iy) * w + ix) * cin)
+    };
+    let g = IntGemm { input, scales, pixels_per_image: h * w, pixels: n * h * w, taps: 9, cin, source, cout };
+    run(isa, &g, weights, bias, channels, output)
+}
+
+/// Fully connected layer on quantized input `[n,cin]` with int8/int4/int2 weights `[cin,cout]`; f32 output
+/// `[n,cout]`. `channels` is scratch of [`channel_scratch_len`]`(cout)` values.
+#[allow(clippy::too_many_arguments)]
+pub fn dense_quantized(
+    isa: Isa,
+    input: &[u8],
+    scales: &[ActivationScale],
+    n: usize,
+    cin: usize,
+    weights: &Values<'_>,
+    bias: &Values<'_>,
+    cout: usize,
+    channels: &mut [f32],
+    output: &mut [f32],
+) -> Result<(), LengthError> {
+    check("input", input.len(), n * cin)?;
+    check("output", output.len(), n * cout)?;
+    check("scales", scales.len(), n)?;
+    let source = |row: usize, _| Some(row * cin);
+    let g = IntGemm { input, scales, pixels_per_image: 1, pixels: n, taps: 1, cin, source, cout };
+    run(isa, &g, weights, bias, channels, output)
+}
+
+/// One implicit GEMM in integers: `acc[p, o] = Σ_tap Σ_c (input[source(p, tap) + c] − zero) · level[(tap·cin
+/// + c)·cout + o]`, where a tap whose `source` is `None` reads the quantized zero.
+struct IntGemm<'a, S> {
+    input: &'a [u8],
+    scales: &'a [ActivationScale],
+    pixels_per_image: usize,
+    pixels: usize,
+    taps: usize,
+    cin: usize,
+    source: S,
+    cout: usize,
+}
+
+/// The weights as the kernels read them.
+#[derive(Clone, Copy)]
+enum Levels<'a> {
+    /// int8 levels in place, with the file's per-channel scales.
+    Int8 { levels: &'a [i8], values: &'a Values<'a> },
+    /// int4/int2, requantized a panel at a time on per-channel `scales` (`inverse` = 1 / scale).
+    Requantized { values: &'a Values<'a>, scales: &'a [f32], inverse: &'a [f32] },
+}
+
+impl Levels<'_> {
+    fn scale(&self, c: usize) -> f32 {
+        match self {
+            Levels::Int8 { values, .. } => values.int8_scale(c),
+            Levels::Requantized { scales, .. } => scales[c],
+        }
+    }
+}
+
+fn run<S: Fn(usize, usize) -> Option<usize>>(
+    isa: Isa,
+    g: &IntGemm<'_, S>,
+    weights: &Values<'_>,
+    bias: &Values<'_>,
+    channels: &mut [f32],
+    output: &mut [f32],
+) -> Result<(), LengthError> {
+    let weights_len = g.taps * g.cin * g.cout;
+    let levels = match weights.int8_levels() {
+        Some(levels) => {
+            check("weights", levels.len(), weights_len)?;
+            Levels::Int8 { levels, values: weights }
+        }
+        None => {
+            check("channel scratch", channels.len(), channel_scratch_len(g.cout))?;
+            let (scales, inverse) = channels.split_at_mut(g.cout);
+            weights.requantized_scales(scales);
+            for (inv, &s) in inverse.iter_mut().zip(scales.iter()) {
+                *inv = if s > 0.0 { 1.0 / s } else { 0.0 };
+            }
+            Levels::Requantized { values: weights, scales, inverse }
+        }
+    };
+    dispatch(isa, g, levels, bias, bytemuck::cast_slice_mut(output));
+    Ok(())
+}
+
+/// Runs [`gemm`] compiled for `isa`, or the portable build if this CPU lacks it.
+#[inline]
+fn dispatch<S: Fn(usize, usize) -> Option<usize>>(
+    isa: Isa,
+    g: &IntGemm<'_, S>,
+    levels: Levels<'_>,
+    bias: &Values<'_>,
+    out: &mut [i32],
+) {
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    {
+        if isa == Isa::Avx512Vnni && isa.is_available() {
+            // SAFETY: `is_available` detected AVX-512F, AVX-512BW and AVX-512 VNNI at run time.
+            return unsafe { x86::gemm_vnni(g, levels, bias, out) };
+        }
+        if isa != Isa::Portable && Isa::Avx2Fma.is_available() {
+            // SAFETY: `is_available` detected AVX2 at run time.
+            return unsafe { x86::gemm_avx2(g, levels, bias, out) };
+        }
+    }
+    let _ = isa;
+    // SAFETY: the portable micro-kernel needs no CPU feature.
+    unsafe { gemm::<S, Portable, 4>(g, levels, bias, out) }
+}
+
+/// One build's innermost loops over a block of [`COLS`] output channels.
+///
+/// A build may keep each block's accumulators in its own order: [`IntMicro::channel`] says which
+/// channel of the block position `s` holds (the epilogue puts them back).
+///
+/// # Safety
+/// Every `unsafe fn` here needs the CPU features its build is compiled for; lengths are checked inside.
+trait IntMicro {
+    /// The channel (within its block) that accumulator position `s` holds.
+    fn channel(s: usize) -> usize;
+
+    /// Copies rows `0..rows` of one block (`COLS` levels from `w[j·stride]`) into `packed`, in the layout
+    /// [`IntMicro::group`] reads; `packed` holds `rows` rounded up to 4, times `COLS`, bytes.
+    unsafe fn pack(w: &[i8], stride: usize, rows: usize, packed: &mut [i8]);
+
+    /// `acc[offsets[p]..][..COLS] += Σ_j xs[p][j] · row j`, for `PIX` pixels, from a packed block.
+    unsafe fn group<const PIX: usize>(
+        xs: [&[u8]; PIX],
+        packed: &[i8],
+        rows: usize,
+        acc: &mut [i32],
+        offsets: [usize; PIX],
+    );
+
+    /// `acc[..cols] += Σ_t x[t] · rows[t][..cols]`: four rows of a matrix–vector product at once. `cols`
+    /// is a multiple of `COLS`, and `acc` holds whole blocks in this build's order.
+    unsafe fn rows4(x: [u8; 4], rows: [&[i8]; 4], cols: usize, acc: &mut [i32]);
+
+    /// The same straight from the rows `w[j·stride..][..COLS]`, for tiles too small to repay packing.
+    unsafe fn group_direct<const PIX: usize>(
+        xs: [&[u8]; PIX],
+        w: &[i8],
+        stride: usize,
+        rows: usize,
+        acc: &mut [i32],
+        offsets: [usize; PIX],
+    );
+}
+
+/// Bytes of one packed block of `rows` rows.
+const fn packed_len(rows: usize) -> usize {
+    rows.div_ceil(4) * 4 * COLS
+}
+
+/// Checks every access a micro-kernel makes.
+#[inline(always)]
+fn check_group<const PIX: usize>(
+    xs: &[&[u8]; PIX],
+    w: &[i8],
+    stride: usize,
+    rows: usize,
+    acc: &[i32],
+    offsets: &[usize; PIX],
+) {
+    assert!(rows == 0 || (rows - 1) * stride + COLS <= w.len());
+    assert!(xs.iter().all(|x| x.len() >= rows));
+    assert!(offsets.iter().all(|&o| o + COLS <= acc.len()));
+}
+
+/// The scalar reference: plain loops the compiler vectorizes for whatever the target has. Packed blocks
+/// are the rows themselves, `COLS` apart.
+enum Portable {}
+
+impl IntMicro for Portable {
+    #[inline(always)]
+    fn channel(s: usize) -> usize {
+        s
+    }
+
+    #[inline(always)]
+    unsafe fn pack(w: &[i8], stride: usize, rows: usize, packed: &mut [i8]) {
+        for (j, row) in packed[..rows * COLS].chunks_exact_mut(COLS).enumerate() {
+            row.copy_from_slice(&w[j * stride..][..COLS]);
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn rows4(x: [u8; 4], rows: [&[i8]; 4], cols: usize, acc: &mut [i32]) {
+        let acc = &mut acc[..cols];
+        for (&x, row) in x.iter().zip(rows) {
+            for (a, &w) in acc.iter_mut().zip(&row[..cols]) {
+                *a += x as i32 * w as i32;
+            }
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn group<const PIX: usize>(
+        xs: [&[u8]; PIX],
+        packed: &[i8],
+        rows: usize,
+        acc: &mut [i32],
+        offsets: [usize; PIX],
+    ) {
+        // SAFETY: no CPU features needed.
+        unsafe { Self::group_direct(xs, packed, COLS, rows, acc, offsets) }
+    }
+
+    #[inline(always)]
+    unsafe fn group_direct<const PIX: usize>(
+        xs: [&[u8]; PIX],
+        w: &[i8],
+        stride: usize,
+        rows: usize,
+        acc: &mut [i32],
+        offsets: [usize; PIX],
+    ) {
+        check_group(&xs, w, stride, rows, acc, &offsets);
+        let mut r: [[i32; COLS]; PIX] = core::array::from_fn(|p| acc[offsets[p]..][..COLS].try_into().unwrap());
+        for j in 0..rows {
+            let row: &[i8; COLS] = w[j * stride..][..COLS].try_into().unwrap();
+            for (rp, x) in r.iter_mut().zip(&xs) {
+                let x = x[j] as i32;
+                for (a, &wt) in rp.iter_mut().zip(row) {
+                    *a += x * wt as i32;
+                }
+            }
+        }
+        for (&o, rp) in offsets.iter().zip(&r) {
+            acc[o..][..COLS].copy_from_slice(rp);
+        }
+    }
+}
+
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+mod x86 {
+    use super::*;
+    use core::arch::x86_64::*;
+
+    /// The portable loops compiled with AVX2 (the compiler widens to 16 bits and uses `vpmaddwd`).
+    ///
+    /// # Safety
+    /// The CPU must support AVX2.
+    pub(super) unsafe fn gemm_avx2<S: Fn(usize, usize) -> Option<usize>>(
+        g: &IntGemm<'_, S>,
+        levels: Levels<'_>,
+        bias: &Values<'_>,
+        out: &mut [i32],
+    ) {
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn inner<S: Fn(usize, usize) -> Option<usize>>(
+            g: &IntGemm<'_, S>,
+            levels: Levels<'_>,
+            bias: &Values<'_>,
+            out: &mut [i32],
+        ) {
+            // SAFETY: the portable loops need only what `inner` is compiled for.
+            unsafe { gemm::<S, Portable, 4>(g, levels, bias, out) }
+        }
+        // SAFETY: the caller guarantees AVX2 (and FMA, which every AVX2 CPU Kiln detects has).
+        unsafe { inner(g, levels, bias, out) }
+    }
+
+    /// # Safety
+    /// The CPU must support AVX-512F, AVX-512BW and AVX-512 VNNI (`Isa::Avx512Vnni.is_available()`).
+    pub(super) unsafe fn gemm_vnni<S: Fn(usize, usize) -> Option<usize>>(
+        g: &IntGemm<'_, S>,
+        levels: Levels<'_>,
+        bias: &Values<'_>,
+        out: &mut [i32],
+    ) {
+        #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vnni")]
+        unsafe fn inner<S: Fn(usize, usize) -> Option<usize>>(
+            g: &IntGemm<'_, S>,
+            levels: Levels<'_>,
+            bias: &Values<'_>,
+            out: &mut [i32],
+        ) {
+            // SAFETY: `inner` runs only with the features `Vnni` needs.
+            unsafe { gemm::<S, Vnni, 6>(g, levels, bias, out) }
+        }
+        // SAFETY: the caller guarantees the features.
+        unsafe { inner(g, levels, bias, out) }
+    }
+
+    /// `vpdpbusd`: 64 u8 × s8 multiply-adds per instruction. The weights are stored `[k][channel]`, and
+    /// `vpdpbusd` wants four consecutive `k` of one channel in each 32-bit lane, so four rows are
+    /// interleaved (two rounds of byte and word unpacks): once per tile into a packed block, or in
+    /// registers for small tiles. The unpacks work inside 128-bit lanes, which permutes the channels:
+    /// register `v`, lane `L`, element `e` holds channel `16L + 4v + e`. The accumulators stay in that
+    /// order until the epilogue.
+    pub(super) enum Vnni {}
+
+    /// Rows `j..j + 4` of a block interleaved into `vpdpbusd` operands (rows past `left` read as zeros).
+    #[inline(always)]
+    unsafe fn interleave(w: *const i8, stride: usize, left: usize) -> [__m512i; 4] {
+        // SAFETY: the caller checked that rows `0..left.min(4)` of COLS bytes from `w` are readable; the
+        // caller has AVX-512F and BW.
+        unsafe {
+            let row = |t: usize| {
+                if t < left { _mm512_loadu_si512(w.add(t * stride).cast()) } else { _mm512_setzero_si512() }
+            };
+            let (r0, r1, r2, r3) = (row(0), row(1), row(2), row(3));
+            let (a, b) = (_mm512_unpacklo_epi8(r0, r1), _mm512_unpackhi_epi8(r0, r1));
+            let (c, d) = (_mm512_unpacklo_epi8(r2, r3), _mm512_unpackhi_epi8(r2, r3));
+            [
+                _mm512_unpacklo_epi16(a, c),
+                _mm512_unpackhi_epi16(a, c),
+                _mm512_unpacklo_epi16(b, d),
+                _mm512_unpackhi_epi16(b, d),
+            ]
+        }
+    }
+
+    /// Four inputs `x[j..j + 4]` as one 32-bit lane (past `left`, zeros), broadcast.
+    #[inline(always)]
+    unsafe fn broadcast4(x: *const u8, left: usize) -> __m512i {
+        // SAFETY: the caller checked that `left.min(4)` bytes from `x` are readable.
+        unsafe {
+            let four = if left >= 4 {
+                (x as *const i32).read_unaligned()
+            } else {
+                let mut four = [0u8; 4];
+                core::ptr::copy_nonoverlapping(x, four.as_mut_ptr(), left);
+                i32::from_le_bytes(four)
+            };
+            _mm512_set1_epi32(four)
+        }
+    }
+
+    /// The sweep shared by both entry points: `weights(j, left)` gives the operands for rows `j..j + 4`
+    /// (`left` of them real).
+    #[inline(always)]
+    unsafe fn sweep<const PIX: usize>(
+        xs: &[*const u8; PIX],
+        rows: usize,
+        acc: *mut i32,
+        offsets: &[usize; PIX],
+        weights: impl Fn(usize, usize) -> [__m512i; 4],
+    ) {
+        // SAFETY (every pointer access): the callers checked `rows` inputs per pixel and COLS
+        // accumulators per offset; they run with AVX-512F, BW and VNNI.
+        unsafe {
+            let mut r: [[__m512i; 4]; PIX] = core::array::from_fn(|p| {
+                core::array::from_fn(|v| _mm512_loadu_si512(acc.add(offsets[p] + 16 * v).cast()))
+            });
+            // Whole groups of four rows without a branch (`left` is the constant 4), then the rest.
+            let full = rows / 4 * 4;
+            let mut j = 0;
+            while j < full {
+                let u = weights(j, 4);
+                for (rp, x) in r.iter_mut().zip(xs) {
+                    let x = _mm512_set1_epi32((x.add(j) as *const i32).read_unaligned());
+                    for (a, &w) in rp.iter_mut().zip(&u) {
+                        *a = _mm512_dpbusd_epi32(*a, x, w);
+                    }
+                }
+                j += 4;
+            }
+            if j < rows {
+                let u = weights(j, rows - j);
+                for (rp, x) in r.iter_mut().zip(xs) {
+                    let x = broadcast4(x.add(j), rows - j);
+                    for (a, &w) in rp.iter_mut().zip(&u) {
+                        *a = _mm512_dpbusd_epi32(*a, x, w);
+                    }
+                }
+            }
+            for (rp, &o) in r.iter().zip(offsets) {
+                for (v, a) in rp.iter().enumerate() {
+                    _mm512_storeu_si512(acc.add(o + 16 * v).cast(), *a);
+                }
+            }
+        }
+    }
+
+    impl IntMicro for Vnni {
+        #[inline(always)]
+        fn channel(s: usize) -> usize {
+            let (v, lane, e) = (s / 16, s % 16 / 4, s % 4);
+            16 * lane + 4 * v + e
+        }
+
+        #[inline(always)]
+        unsafe fn pack(w: &[i8], stride: usize, rows: usize, packed: &mut [i8]) {
+            assert!(rows == 0 || (rows - 1) * stride + COLS <= w.len());
+            assert!(packed.len() >= packed_len(rows));
+            #[target_feature(enable = "avx512f,avx512bw")]
+            unsafe fn inner(w: *const i8, stride: usize, rows: usize, packed: *mut i8) {
+                // SAFETY: bounds checked by the caller; 4 × 64 bytes per group of 4 rows.
+                unsafe {
+                    for (g, j) in (0..rows).step_by(4).enumerate() {
+                        let u = interleave(w.add(j * stride), stride, rows - j);
+                        for (v, u) in u.iter().enumerate() {
+                            _mm512_storeu_si512(packed.add((4 * g + v) * COLS).cast(), *u);
+                        }
+                    }
+                }
+            }
+            // SAFETY: bounds checked above; the caller has the features (the trait's contract).
+            unsafe { inner(w.as_ptr(), stride, rows, packed.as_mut_ptr()) }
+        }
+
+        #[inline(always)]
+        unsafe fn rows4(x: [u8; 4], rows: [&[i8]; 4], cols: usize, acc: &mut [i32]) {
+            assert!(cols.is_multiple_of(COLS) && acc.len() >= cols && rows.iter().all(|r| r.len() >= cols));
+            #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+            unsafe fn inner(x: i32, rows: [*const i8; 4], cols: usize, acc: *mut i32) {
+                // SAFETY: `cols` values of each row and of `acc`, checked by the caller. Each row is read
+                // once, front to back: the prefetcher streams them.
+                unsafe {
+                    let x = _mm512_set1_epi32(x);
+                    for c in (0..cols).step_by(COLS) {
+                        let row = |t: usize| _mm512_loadu_si512(rows[t].add(c).cast());
+                        let (r0, r1, r2, r3) = (row(0), row(1), row(2), row(3));
+                        let (a, b) = (_mm512_unpacklo_epi8(r0, r1), _mm512_unpackhi_epi8(r0, r1));
+                        let (cc, d) = (_mm512_unpacklo_epi8(r2, r3), _mm512_unpackhi_epi8(r2, r3));
+                        let u = [
+                            _mm512_unpacklo_epi16(a, cc),
+                            _mm512_unpackhi_epi16(a, cc),
+                            _mm512_unpacklo_epi16(b, d),
+                            _mm512_unpackhi_epi16(b, d),
+                        ];
+                        for (v, u) in u.iter().enumerate() {
+                            let at = acc.add(c + 16 * v);
+                            let sum = _mm512_dpbusd_epi32(_mm512_loadu_si512(at.cast()), x, *u);
+                            _mm512_storeu_si512(at.cast(), sum);
+                        }
+                    }
+                }
+            }
+            // SAFETY: bounds checked above; the caller has the features (the trait's contract).
+            unsafe { inner(i32::from_le_bytes(x), rows.map(|r| r.as_ptr()), cols, acc.as_mut_ptr()) }
+        }
+
+        #[inline(always)]
+        unsafe fn group<const PIX: usize>(
+            xs: [&[u8]; PIX],
+            packed: &[i8],
+            rows: usize,
+            acc: &mut [i32],
+            offsets: [usize; PIX],
+        ) {
+            assert!(packed.len() >= packed_len(rows));
+            assert!(xs.iter().all(|x| x.len() >= rows));
+            assert!(offsets.iter().all(|&o| o + COLS <= acc.len()));
+            #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+            unsafe fn inner<const PIX: usize>(
+                xs: &[*const u8; PIX],
+                packed: *const i8,
+                rows: usize,
+                acc: *mut i32,
+                offsets: &[usize; PIX],
+            ) {
+                // SAFETY: the packed block holds `rows` rounded up to 4 rows, checked by the caller.
+                unsafe {
+                    sweep(xs, rows, acc, offsets, |j, _| {
+                        core::array::from_fn(|v| _mm512_loadu_si512(packed.add((j + v) * COLS).cast()))
+                    })
+                }
+            }
+            let xs = xs.map(|x| x.as_ptr());
+            // SAFETY: bounds checked above; the caller has the features.
+            unsafe { inner::<PIX>(&xs, packed.as_ptr(), rows, acc.as_mut_ptr(), &offsets) }
+        }
+
+        #[inline(always)]
+        unsafe fn group_direct<const PIX: usize>(
+            xs: [&[u8]; PIX],
+            w: &[i8],
+            stride: usize,
+            rows: usize,
+            acc: &mut [i32],
+            offsets: [usize; PIX],
+        ) {
+            check_group(&xs, w, stride, rows, acc, &offsets);
+            #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+            unsafe fn inner<const PIX: usize>(
+                xs: &[*const u8; PIX],
+                w: *const i8,
+                stride: usize,
+                rows: usize,
+                acc: *mut i32,
+                offsets: &[usize; PIX],
+            ) {
+                // SAFETY: rows `0..rows` of COLS bytes from `w` checked by the caller.
+                unsafe { sweep(xs, rows, acc, offsets, |j, left| interleave(w.add(j * stride), stride, left)) }
+            }
+            let xs = xs.map(|x| x.as_ptr());
+            // SAFETY: bounds checked above; the caller has the features.
+            unsafe { inner::<PIX>(&xs, w.as_ptr(), stride, rows, acc.as_mut_ptr(), &offsets) }
+        }
+    }
+}
+
+fn taps_one_and_few_rows<S>(g: &IntGemm<'_, S>) -> bool {
+    g.taps == 1 && g.pixels <= GEMV_MAX_ROWS
+}
+
+/// Bytes of accumulators a span of pixels keeps in L2 (see [`gemm`]).
+const SPAN_ACCUMULATOR_BYTES: usize = 256 * 1024;
+
+/// Tiles with at least this many pixels on a tap pack their weights first.
+const PACK_MIN_PIXELS: usize = 6;
+
+/// The tiled implicit GEMM in integers, then the epilogue. `out` is the f32 output seen as i32: it holds
+/// the accumulators until the epilogue turns each tile into f32 values.
+///
+/// # Safety
+/// The CPU must have the features micro-kernel `M` is built for.
+#[inline(always)]
+unsafe fn gemm<S: Fn(usize, usize) -> Option<usize>, M: IntMicro, const PIX: usize>(
+    g: &IntGemm<'_, S>,
+    levels: Levels<'_>,
+    bias: &Values<'_>,
+    out: &mut [i32],
+) {
+    if taps_one_and_few_rows(g) {
+        // SAFETY: passed on from this function's caller.
+        return unsafe { gemv::<S, M>(g, levels, bias, out) };
+    }
+    let IntGemm { input, scales, pixels_per_image, pixels, taps, cin, ref source, cout } = *g;
+    let mut staged = [0i8; PANEL_BYTES];
+    let mut packed = [0i8; PANEL_BYTES];
+    let mut column_sums = [0i32; WIDTH];
+    for w0 in (0..cout).step_by(WIDTH) {
+        let width = WIDTH.min(cout - w0);
+        let blocks = width / COLS;
+        // Rows per pass: a multiple of 4 whose packed blocks (and requantized rows) fit their buffers.
+        let panel_rows = (PANEL_BYTES / width / 4 * 4).clamp(4, PANEL_BYTES / COLS).min(cin);
+        // Pixels per span: the span's accumulators (in `out`) stay in L2 while each pass's weights are
+        // requantized and packed once and swept by every tile of the span.
+        let span_pixels = (SPAN_ACCUMULATOR_BYTES / (4 * width) / TILE_PIXELS * TILE_PIXELS).max(TILE_PIXELS);
+        for s0 in (0..pixels).step_by(span_pixels) {
+            let span = span_pixels.min(pixels - s0);
+            let at = |p: usize| p * cout + w0;
+            for p in s0..s0 + span {
+                out[at(p)..][..width].fill(0);
+            }
+            let image_of = |p: usize| p / pixels_per_image;
+            let zero_points = (image_of(s0)..=image_of(s0 + span - 1)).any(|i| scales[i].zero != 0);
+            for tap in 0..taps {
+                if !(s0..s0 + span).any(|p| source(p, tap).is_some()) {
+                    continue;
+                }
+                for k0 in (0..cin).step_by(panel_rows) {
+                    let kn = panel_rows.min(cin - k0);
+                    let first = (tap * cin + k0) * cout + w0;
+                    let block_len = packed_len(kn);
+                    let (w, stride): (&[i8], usize) = match levels {
+                        Levels::Int8 { levels, .. } => (&levels[first..first + (kn - 1) * cout + width], cout),
+                        Levels::Requantized { values, inverse, .. } => {
+                            for (j, row) in staged[..kn * width].chunks_exact_mut(width).enumerate() {
+                                values.requantize(first + j * cout, &inverse[w0..w0 + width], row);
+                            }
+                            (&staged[..kn * width], width)
+                        }
+                    };
+                    let mut packed_yet = false;
+                    let mut sums_yet = false;
+                    for p0 in (s0..s0 + span).step_by(TILE_PIXELS) {
+                        let tile = TILE_PIXELS.min(s0 + span - p0);
+                        // The tile's pixels whose tap lands inside the image; the others read the quantized
+                        // zero, `q = zero`, whose product `(q − zero) · w` is 0.
+                        let mut valid = [(0, 0); TILE_PIXELS];
+                        let mut count = 0;
+                        for p in p0..p0 + tile {
+                            if let Some(start) = source(p, tap) {
+                                valid[count] = (p, start);
+                                count += 1;
+                            }
+                        }
+                        let valid = &valid[..count];
+                        if valid.is_empty() {
+                            continue;
+                        }
+                        let pack = valid.len() >= PACK_MIN_PIXELS;
+                        if pack && !packed_yet {
+                            for (b, block) in packed[..blocks * block_len].chunks_exact_mut(block_len).enumerate() {
+                                // SAFETY: this function's caller vouches for M's CPU features.
+                                unsafe { M::pack(&w[b * COLS..], stride, kn, block) };
+                            }
+                            packed_yet = true;
+                        }
+                        let x_of = |start: usize| &input[start + k0..start + k0 + kn];
+                        for b in 0..blocks {
+                            let c = b * COLS;
+                            let (wb, pb) = (&w[c..], &packed[b * block_len..][..block_len]);
+                            macro_rules! run {
+                                ($n:tt, $group:expr) => {{
+                                    let group = $group;
+                                    let xs: [&[u8]; $n] = core::array::from_fn(|q| x_of(group[q].1));
+                                    let o: [usize; $n] = core::array::from_fn(|q| at(group[q].0) + c);
+                                    // SAFETY: this function's caller vouches for M's CPU features.
+                                    unsafe {
+                                        if pack {
+                                            M::group::<$n>(xs, pb, kn, out, o)
+                                        } else {
+                                            M::group_direct::<$n>(xs, wb, stride, kn, out, o)
+                                        }
+                                    }
+                                }};
+                            }
+                            // Groups of PIX, then 4, 2 and 1: small images (4×4 at the VGG's end) leave a
+                            // large remainder, and single pixels would pay each weight load alone.
+                            let mut groups = valid.chunks_exact(PIX);
+                            for g in &mut groups {
+                                run!(PIX, g)
+                            }
+                            let rest = groups.remainder();
+                            let (fours, rest) = rest.split_at(rest.len() / 4 * 4);
+                            for g in fours.chunks_exact(4) {
+                                run!(4, g)
+                            }
+                            let (twos, rest) = rest.split_at(rest.len() / 2 * 2);
+                            for g in twos.chunks_exact(2) {
+                                run!(2, g)
+                            }
+                            for g in rest.chunks_exact(1) {
+                                run!(1, g)
+                            }
+                        }
+                        // The ragged channels past the last whole block, in plain loops.
+                        let c = blocks * COLS;
+                        if c < width {
+                            for &(p, start) in valid {
+                                let acc = &mut out[at(p) + c..][..width - c];
+                                for (j, &x) in x_of(start).iter().enumerate() {
+                                    for (a, &wt) in acc.iter_mut().zip(&w[j * stride + c..][..width - c]) {
+                                        *a += x as i32 * wt as i32;
+                                    }
+                                }
+                            }
+                        }
+                        if zero_points {
+                            // Σ (q − zero)·w = Σ q·w − zero · Σ w, over this pass's rows.
+                            let sums = &mut column_sums[..width];
+                            if !sums_yet {
+                                sums.fill(0);
+                                for j in 0..kn {
+                                    for (s, &wt) in sums.iter_mut().zip(&w[j * stride..][..width]) {
+                                        *s += wt as i32;
+                                    }
+                                }
+                                sums_yet = true;
+                            }
+                            for &(p, _) in valid {
+                                let zero = scales[image_of(p)].zero;
+                                if zero != 0 {
+                                    let row = &mut out[at(p)..][..width];
+                                    for (s, a) in row.iter_mut().enumerate() {
+                                        let channel =
+                                            if s < blocks * COLS { s / COLS * COLS + M::channel(s % COLS) } else { s };
+                                        *a -= zero * sums[channel];
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            for p in s0..s0 + span {
+                let sx = scales[image_of(p)].scale;
+                epilogue::<M>(&mut out[at(p)..][..width], sx, &levels, bias, w0);
+            }
+        }
+    }
+}
+
+/// Turns one output row's accumulators (channels `w0..`, whole blocks in `M`'s order) into f32 values,
+/// `acc × (sx × weight scale) + bias`, in channel order. The same scalar code in every build, so every
+/// build rounds alike.
+#[inline(always)]
+fn epilogue<M: IntMicro>(row: &mut [i32], sx: f32, levels: &Levels<'_>, bias: &Values<'_>, w0: usize) {
+    let (mut b, mut ordered) = ([0.0f32; COLS], [0i32; COLS]);
+    for (c0, chunk) in (0..row.len()).step_by(COLS).zip(row.chunks_mut(COLS)) {
+        let cols = chunk.len();
+        bias.decode(w0 + c0, &mut b[..cols]);
+        if cols == COLS {
+            // A whole block: back to channel order (`M::channel` is its own inverse).
+            for (c, o) in ordered.iter_mut().enumerate() {
+                *o = chunk[M::channel(c)];
+            }
+            chunk.copy_from_slice(&ordered);
+        }
+        for (c, a) in chunk.iter_mut().enumerate() {
+            *a = ((*a as f32) * (sx * levels.scale(w0 + c0 + c)) + b[c]).to_bits() as i32;
+        }
+    }
+}
+
+/// The weights of one pass of [`gemv`]: channels `w0..w0 + width`, the first `whole` in whole blocks.
+/// (Methods, not closures: closures do not inherit the caller's `target_feature`s, and these must be
+/// compiled, and vectorized, for the kernel build that inlines them.)
+#[derive(Clone, Copy)]
+struct GemvRows<'a> {
+    levels: Levels<'a>,
+    cout: usize,
+    w0: usize,
+    width: usize,
+    whole: usize,
+}
+
+impl GemvRows<'_> {
+    /// Row `k`'s levels for these channels, copied (or requantized) into slot `t` of `staged`.
+    #[inline(always)]
+    fn row(&self, k: usize, t: usize, staged: &mut [i8; PANEL_BYTES]) {
+        let (first, width) = (k * self.cout + self.w0, self.width);
+        match self.levels {
+            Levels::Int8 { levels, .. } => staged[t * width..][..width].copy_from_slice(&levels[first..first + width]),
+            Levels::Requantized { values, inverse, .. } => {
+                values.requantize(first, &inverse[self.w0..self.w0 + width], &mut staged[t * width..][..width])
+            }
+        }
+    }
+
+    /// `acc += Σ_t xs[t] · row ks[t]` for the first `used` rows (the others have input 0).
+    ///
+    /// # Safety
+    /// The CPU must have the features micro-kernel `M` is built for.
+    #[inline(always)]
+    unsafe fn flush<M: IntMicro>(
+        &self,
+        ks: [usize; 4],
+        xs: [u8; 4],
+        used: usize,
+        staged: &mut [i8; PANEL_BYTES],
+        acc: &mut [i32],
+    ) {
+        let (cout, w0, width) = (self.cout, self.w0, self.width);
+        let rows: [&[i8]; 4] = match self.levels {
+            // int8 rows are read in place.
+            Levels::Int8 { levels, .. } => ks.map(|k| &levels[k * cout + w0..][..width]),
+            Levels::Requantized { .. } => {
+                for (t, &k) in ks.iter().enumerate().take(used) {
+                    self.row(k, t, staged);
+                }
+                let staged = &*staged;
+                core::array::from_fn(|t| &staged[t.min(used - 1) * width..][..width])
+            }
+        };
+        // SAFETY: passed on from this function's caller.
+        unsafe { M::rows4(xs, rows, self.whole, acc) };
+        for (c, a) in acc.iter_mut().enumerate().skip(self.whole) {
+            *a += (0..4).map(|t| xs[t] as i32 * rows[t][c] as i32).sum::<i32>();
+        }
+    }
+}
+
+/// Dense layers on at most this many rows run as matrix–vector products ([`gemv`]).
+const GEMV_MAX_ROWS: usize = 2;
+/// Output channels a matrix–vector product accumulates at once (four requantized rows fill the panel).
+const GEMV_WIDTH: usize = PANEL_BYTES / 4;
+
+/// A dense layer on few rows: each row's non-zero inputs (ReLU outputs mostly are zero) taken four at a
+/// time, with their weight rows streamed front to back. Rows of zero inputs are never read.
+///
+/// # Safety
+/// The CPU must have the features micro-kernel `M` is built for.
+#[inline(always)]
+unsafe fn gemv<S: Fn(usize, usize) -> Option<usize>, M: IntMicro>(
+    g: &IntGemm<'_, S>,
+    levels: Levels<'_>,
+    bias: &Values<'_>,
+    out: &mut [i32],
+) {
+    let IntGemm { input, scales, pixels, cin, ref source, cout, .. } = *g;
+    let mut staged = [0i8; PANEL_BYTES];
+    let mut column_sums = [0i32; GEMV_WIDTH];
+    for p in 0..pixels {
+        let x = source(p, 0).map_or(&input[..0], |start| &input[start..start + cin]);
+        let ActivationScale { scale: sx, zero } = scales[p];
+        for w0 in (0..cout).step_by(GEMV_WIDTH) {
+            let width = GEMV_WIDTH.min(cout - w0);
+            let whole = width / COLS * COLS;
+            let acc = &mut out[p * cout + w0..][..width];
+            acc.fill(0);
+            // Row `k`'s levels for these channels, requantized into slot `t` of the panel if need be.
+            let rows = GemvRows { levels, cout, w0, width, whole };
+            let (mut ks, mut xs, mut used) = ([0usize; 4], [0u8; 4], 0);
+            for (k, &q) in x.iter().enumerate() {
+                if q != 0 {
+                    (ks[used], xs[used]) = (k, q);
+                    used += 1;
+                    if used == 4 {
+                        // SAFETY: this function's caller vouches for M's CPU features.
+                        unsafe { rows.flush::<M>(ks, xs, 4, &mut staged, acc) };
+                        used = 0;
+                    }
+                }
+            }
+            if used > 0 {
+                // The missing rows repeat a real one, with input 0.
+                for t in used..4 {
+                    (ks[t], xs[t]) = (ks[0], 0);
+                }
+                // SAFETY: as above.
+                unsafe { rows.flush::<M>(ks, xs, used, &mut staged, acc) };
+            }
+            if zero != 0 {
+                // Σ (q − zero)·w = Σ q·w − zero · Σ w, over every row.
+                let sums = &mut column_sums[..width];
+                sums.fill(0);
+                for k in 0..cin {
+                    rows.row(k, 0, &mut staged);
+                    for (s, &w) in sums.iter_mut().zip(&staged[..width]) {
+                        *s += w as i32;
+                    }
+                }
+                for (s, a) in acc.iter_mut().enumerate() {
+                    let channel = if s < whole { s / COLS * COLS + M::channel(s % COLS) } else { s };
+                    *a -= zero * sums[channel];
+                }
+            }
+            epilogue::<M>(acc, sx, &levels, bias, w0);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use crate::kernels::{conv2d_3x3_same, dense};
+    use std::{format, vec, vec::Vec};
+
+    /// Deterministic values in [-1, 1), about a third of them zero (like ReLU outputs).
+    fn pattern(len: usize, seed: usize) -> impl Iterator<Item = f32> {
+        (0..len).map(move |i| {
+            let v = ((i * 7919 + seed * 104_729) % 1009) as f32 / 504.5 - 1.0;
+            if i % 3 == 0 { 0.0 } else { v }
+        })
+    }
+
+    /// An int8 weight tensor's regions: levels `[k][cout]` and per-channel f32 scales.
+    fn int8_regions(k: usize, cout: usize, seed: usize) -> (Vec<u8>, Vec<u8>) {
+        let levels: Vec<u8> = (0..k * cout).map(|i| (((i * 31 + seed * 17) % 255) as i32 - 127) as i8 as u8).collect();
+        let scales: Vec<u8> = (0..cout).flat_map(|c| (0.01 + c as f32 * 1e-4).to_le_bytes()).collect();
+        (levels, scales)
+    }
+
+    /// The scalar reference for the integer dense layer: the i32 sums one by one, then the same epilogue.
+    fn reference_dense(
+        x: &[u8],
+        s: &[ActivationScale],
+        n: usize,
+        cin: usize,
+        lv: &[u8],
+        ws: &[f32],
+        b: &[f32],
+        cout: usize,
+    ) -> Vec<f32> {
+        let mut out = vec![0.0; n * cout];
+        for i in 0..n {
+            for o in 0..cout {
+                let acc: i32 =
+                    (0..cin).map(|k| (x[i * cin + k] as i32 - s[i].zero) * lv[k * cout + o] as i8 as i32).sum();
+                out[i * cout + o] = (acc as f32) * (s[i].scale * ws[o]) + b[o];
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn quantized_activations_round_trip_within_half_a_step() {
+        let input: Vec<f32> = pattern(2 * 50, 1).map(|v| v * 3.0).collect();
+        let mut q = vec![0; input.len()];
+        let mut s = vec![ActivationScale::default(); 2];
+        quantize_activations(&input, 2, &mut q, &mut s).unwrap();
+        for (i, (&x, &q)) in input.iter().zip(&q).enumerate() {
+            let s = s[i / 50];
+            assert!(s.zero > 0, "negative inputs need a zero point");
+            let back = (q as i32 - s.zero) as f32 * s.scale;
+            assert!((back - x).abs() <= 0.5 * s.scale + 1e-6, "value {i}: {x} came back as {back}");
+        }
+        // Non-negative input: zero point 0, and the maximum maps to 255.
+        let relu: Vec<f32> = pattern(40, 2).map(f32::abs).collect();
+        let mut q = vec![0; 40];
+        let mut s = vec![ActivationScale::default(); 1];
+        quantize_activations(&relu, 1, &mut q, &mut s).unwrap();
+        assert_eq!(s[0].zero, 0);
+        assert_eq!(q.iter().max(), Some(&255));
+    }
+
+    // Ragged shapes: channel counts not a multiple of 64 and wider than one pass, odd pixel counts, and
+    // input channel counts that are not a multiple of 4; signed and non-negative inputs.
+    #[test]
+    fn quantized_dense_matches_the_integer_reference_bit_for_bit() {
+        let builds = Isa::builds_to_compare("quantized_dense_matches_the_integer_reference_bit_for_bit");
+        // Batches of 1 and 2 take the matrix-vector path.
+        for &(n, cin, cout, signed) in
+            &[(1, 33, 1030, false), (2, 37, 200, true), (3, 70, 10, true), (7, 130, 64, false), (65, 5, 130, true)]
+        {
+            let input: Vec<f32> = pattern(n * cin, 4).map(|v| if signed { v } else { v.abs() }).collect();
+            let mut x = vec![0; input.len()];
+            let mut s = vec![ActivationScale::default(); n];
+            quantize_activations(&input, n, &mut x, &mut s).unwrap();
+            let (lv, sc) = int8_regions(cin, cout, 5);
+            let ws: Vec<f32> = sc.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+            let bias: Vec<f32> = pattern(cout, 6).collect();
+            let want = reference_dense(&x, &s, n, cin, &lv, &ws, &bias, cout);
+            let bias_bytes: Vec<u8> = bias.iter().flat_map(|v| v.to_le_bytes()).collect();
+            let weights = Values::int8_raw(&lv, &sc, cout);
+            let bv = Values::f32_le(&bias_bytes, cout);
+            for &isa in &builds {
+                let mut got = vec![f32::NAN; n * cout];
+                let mut channels = vec![0.0; channel_scratch_len(cout)];
+                dense_quantized(isa, &x, &s, n, cin, &weights, &bv, cout, &mut channels, &mut got).unwrap();
+                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                    assert_eq!(g.to_bits(), w.to_bits(), "dense {n}x{cin}->{cout} {isa:?}: value {i}: {g} vs {w}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn quantized_conv_matches_the_dequantized_reference_and_every_build_agrees() {
+        let builds = Isa::builds_to_compare("quantized_conv_matches_the_dequantized_reference_and_every_build_agrees");
+        for &(n, h, w, cin, cout, signed) in
+            &[(1, 4, 4, 3, 64, false), (2, 5, 3, 7, 70, true), (1, 3, 5, 130, 64, false), (1, 2, 3, 9, 600, false)]
+        {
+            let input: Vec<f32> = pattern(n * h * w * cin, 1).map(|v| if signed { v } else { v.abs() }).collect();
+            let mut x = vec![0; input.len()];
+            let mut s = vec![ActivationScale::default(); n];
+            quantize_activations(&input, n, &mut x, &mut s).unwrap();
+            let (lv, sc) = int8_regions(9 * cin, cout, 2);
+            let ws: Vec<f32> = sc.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+            let bias: Vec<f32> = pattern(cout, 3).collect();
+            // The f32 reference on the dequantized input and weights: the integer path must match it to
+            // float rounding.
+            let xq: Vec<f32> = x
+                .iter()
+                .enumerate()
+                .map(|(i, &q)| (q as i32 - s[i / (h * w * cin)].zero) as f32 * s[i / (h * w * cin)].scale)
+                .collect();
+            let wq: Vec<f32> = lv.iter().enumerate().map(|(i, &l)| l as i8 as f32 * ws[i % cout]).collect();
+            let mut want = vec![0.0; n * h * w * cout];
+            conv2d_3x3_same(&xq, n, h, w, cin, &wq, &bias, cout, &mut want).unwrap();
+            let bias_bytes: Vec<u8> = bias.iter().flat_map(|v| v.to_le_bytes()).collect();
+            let weights = Values::int8_raw(&lv, &sc, cout);
+            let bv = Values::f32_le(&bias_bytes, cout);
+            let mut first: Option<Vec<f32>> = None;
+            for &isa in &builds {
+                let mut got = vec![f32::NAN; want.len()];
+                let mut channels = vec![0.0; channel_scratch_len(cout)];
+                conv2d_3x3_same_quantized(isa, &x, &s, n, h, w, cin, &weights, &bv, cout, &mut channels, &mut got)
+                    .unwrap();
+                let what = format!("conv {n}x{h}x{w}x{cin}->{cout} {isa:?}");
+                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                    assert!((g - w).abs() <= 1e-4 * w.abs().max(1.0), "{what}: value {i}: {g} vs reference {w}");
+                }
+                match &first {
+                    None => first = Some(got),
+                    Some(f) => assert!(
+                        f.iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits()),
+                        "{what}: differs from {:?}",
+                        builds[0]
+                    ),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn requantized_int4_weights_run_close_to_their_dequantized_values() {
+        let builds = Isa::builds_to_compare("requantized_int4_weights_run_close_to_their_dequantized_values");
+        for n in [1, 3] {
+            requantized_int4_case(&builds, n);
+        }
+    }
+
+    fn requantized_int4_case(builds: &[Isa], n: usize) {
+        let (cin, cout, block): (usize, usize, usize) = (37, 96, 32);
+        let count = cin * cout;
+        let data: Vec<u8> = (0..count.div_ceil(2)).map(|i| ((i * 37 + 11) % 256) as u8).collect();
+        let scales: Vec<u8> = (0..count.div_ceil(block))
+            .flat_map(|b| half::f16::from_f32(0.02 + (b % 7) as f32 * 0.003).to_bits().to_le_bytes())
+            .collect();
+        let weights = Values::blocked_raw(DType::Int4, &data, &scales, cout, block);
+        let mut wq = vec![0.0; count];
+        weights.decode(0, &mut wq);
+        let input: Vec<f32> = pattern(n * cin, 9).map(f32::abs).collect();
+        let mut x = vec![0; input.len()];
+        let mut s = vec![ActivationScale::default(); n];
+        quantize_activations(&input, n, &mut x, &mut s).unwrap();
+        let xq: Vec<f32> = x.iter().enumerate().map(|(i, &q)| q as f32 * s[i / cin].scale).collect();
+        let bias = vec![0.5f32; cout];
+        let bias_bytes: Vec<u8> = bias.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let bv = Values::f32_le(&bias_bytes, cout);
+        let mut want = vec![0.0; n * cout];
+        dense(&xq, n, cin, &wq, &bias, cout, &mut want).unwrap();
+        let mut first: Option<Vec<f32>> = None;
+        for &isa in builds {
+            let mut got = vec![0.0; n * cout];
+            let mut channels = vec![0.0; channel_scratch_len(cout)];
+            dense_quantized(isa, &x, &s, n, cin, &weights, &bv, cout, &mut channels, &mut got).unwrap();
+            // Requantizing to int8 moves each weight by at most half an int8 step of its channel.
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                let step = channels[i % cout];
+                let bound = 0.5 * step * xq[(i / cout) * cin..][..cin].iter().sum::<f32>() + 1e-4;
+                assert!((g - w).abs() <= bound, "{isa:?}: value {i}: {g} vs {w} (bound {bound})");
+            }
+            match &first {
+                None => first = Some(got),
+                Some(f) => assert!(f.iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits()), "{isa:?} differs"),
+            }
+        }
+    }
+}
