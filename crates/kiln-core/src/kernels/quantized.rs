@@ -989,6 +989,7 @@ mod tests {
     }
 
     /// The scalar reference for the integer dense layer: the i32 sums one by one, then the same epilogue.
+    #[allow(clippy::too_many_arguments)]
     fn reference_dense(
         x: &[u8],
         s: &[ActivationScale],
