@@ -8,7 +8,7 @@
 //! thing over two caller-provided slices.
 
 use crate::format::Model;
-use crate::kernels::{self, ActivationScale, Isa, LengthError};
+use crate::kernels::{self, ActivationScale, Isa, LengthError, QuantizedOutput};
 use crate::network::{Layer, Shape};
 use crate::reference::{self, ForwardError};
 
@@ -61,9 +61,48 @@ fn integer_scratch_len(needs: IntegerNeeds, n: usize) -> usize {
 }
 
 /// f32 values each of the two scratch buffers of [`forward`] needs to run `model` on `n` images: the
-/// activations, and (used in the second buffer only) the integer path's scratch.
+/// activations, and (used in the second buffer only) the integer path's scratch. For a model with static
+/// activation scales, the bytes of [`StaticLayout`] instead.
 pub fn scratch_len(model: &Model<'_>, n: usize) -> usize {
+    if model.has_static_activations() {
+        let layout = StaticLayout::new(model, n);
+        return layout.first.max(layout.second) / 4;
+    }
     activation_len(model, n).saturating_add(integer_scratch_len(integer_needs(model), n))
+}
+
+/// The memory of a model with static activation scales, in bytes (each part a multiple of 4):
+/// ```text
+/// first:  [ ping: n × largest activation u8                                ]
+/// second: [ pong: n × largest activation u8                                ]
+///         [ scales: n × ActivationScale                                    ]
+///         [ per-channel scales and inverses: 2 × largest int4/int2 cout f32 ]
+///         [ accumulators: REQUANTIZED_ACCUMULATORS i32                      ]
+///         [ logits: n × classes f32                                        ]
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StaticLayout {
+    pub buffer: usize,
+    pub scales: usize,
+    pub channels: usize,
+    pub accumulators: usize,
+    pub logits: usize,
+    /// `buffer`
+    pub first: usize,
+    /// Everything else.
+    pub second: usize,
+}
+
+impl StaticLayout {
+    pub fn new(model: &Model<'_>, n: usize) -> StaticLayout {
+        let buffer = n.saturating_mul(model.max_activation_len()).next_multiple_of(4);
+        let scales = n.saturating_mul(core::mem::size_of::<ActivationScale>());
+        let channels = 4 * kernels::channel_scratch_len(integer_needs(model).requantized_cout);
+        let accumulators = 4 * kernels::REQUANTIZED_ACCUMULATORS;
+        let logits = n.saturating_mul(model.metadata().classes).saturating_mul(4);
+        let second = [buffer, scales, channels, accumulators, logits].iter().fold(0usize, |a, &b| a.saturating_add(b));
+        StaticLayout { buffer, scales, channels, accumulators, logits, first: buffer, second }
+    }
 }
 
 /// Bytes of memory [`forward`] needs besides the model file: its two scratch buffers.
@@ -101,6 +140,11 @@ pub fn forward_with<'s>(
     }
     let first_len = n * model.input_shape().len();
     kernels::check("input", input.len(), first_len).map_err(|error| ForwardError::Length { layer: 0, error })?;
+    if model.has_static_activations() {
+        let ping: &mut [u8] = bytemuck::cast_slice_mut(scratch_a);
+        quantize_input(model, input, &mut ping[..first_len]);
+        return Ok(run_layers_static(isa, model, n, ping, bytemuck::cast_slice_mut(scratch_b))?);
+    }
     scratch_a[..first_len].copy_from_slice(input);
     let activations = activation_len(model, n);
     Ok(run_layers(isa, model, n, &mut scratch_a[..activations], scratch_b)?)
@@ -159,7 +203,7 @@ pub(crate) fn run_layers<'s>(
                 bias,
                 filters,
                 &mut channels[..kernels::channel_scratch_len(if weights.dtype().is_blocked() { filters } else { 0 })],
-                output,
+                QuantizedOutput::F32(output),
             )
             .map_err(length)?,
             (Layer::Dense { units }, Some((weights, bias))) if integer => kernels::dense_quantized(
@@ -172,7 +216,7 @@ pub(crate) fn run_layers<'s>(
                 bias,
                 units,
                 &mut channels[..kernels::channel_scratch_len(if weights.dtype().is_blocked() { units } else { 0 })],
-                output,
+                QuantizedOutput::F32(output),
             )
             .map_err(length)?,
             (Layer::Conv2d { filters }, Some((weights, bias))) => {
@@ -190,5 +234,121 @@ pub(crate) fn run_layers<'s>(
     }
     let [ping, pong] = buffers;
     let logits = if plan.output_buffer() == 0 { ping } else { pong };
+    Ok(&mut logits[..n * plan.output().len()])
+}
+
+/// The network input as 8-bit levels on the first layer's static scale.
+pub(crate) fn quantize_input(model: &Model<'_>, input: &[f32], out: &mut [u8]) {
+    let scale = model.activation_scale(0).unwrap_or_default();
+    let inverse = if scale.scale > 0.0 { 1.0 / scale.scale } else { 0.0 };
+    for (q, &v) in out.iter_mut().zip(input) {
+        *q = kernels::quantized_level(v, inverse, scale.zero);
+    }
+}
+
+/// [`run_layers`] for a model with static activation scales: every activation is 8-bit levels, each
+/// integer layer requantizing its outputs straight onto the next one's input scale, and only the logits
+/// are f32. `ping` holds the quantized input; `second` is the rest of [`StaticLayout`].
+pub(crate) fn run_layers_static<'s>(
+    isa: Isa,
+    model: &Model<'_>,
+    n: usize,
+    ping: &'s mut [u8],
+    second: &'s mut [u8],
+) -> Result<&'s mut [f32], ForwardError> {
+    let layout = StaticLayout::new(model, n);
+    let (pong, rest) = second.split_at_mut(layout.buffer);
+    let (scale_bytes, rest) = rest.split_at_mut(layout.scales);
+    let (channel_bytes, rest) = rest.split_at_mut(layout.channels);
+    let (accumulator_bytes, rest) = rest.split_at_mut(layout.accumulators);
+    let logits: &mut [f32] = bytemuck::cast_slice_mut(&mut rest[..layout.logits]);
+    let scales: &mut [ActivationScale] = bytemuck::cast_slice_mut(scale_bytes);
+    let channels: &mut [f32] = bytemuck::cast_slice_mut(channel_bytes);
+    let accumulators: &mut [i32] = bytemuck::cast_slice_mut(accumulator_bytes);
+    let plan = model.plan();
+    let last_slot = plan.param_layers() - 1;
+    let mut current = model.activation_scale(0).unwrap_or_default();
+    let mut buffers = [&mut ping[..layout.buffer], pong];
+    let mut logits_written = false;
+    for step in plan.steps() {
+        let (in_len, out_len) = (n * step.input.len(), n * step.output.len());
+        let length = |error: LengthError| ForwardError::Length { layer: step.index, error };
+        if logits_written {
+            // After the last conv or dense layer (validation allows only these two).
+            if step.layer == Layer::Relu {
+                kernels::relu_in_place(&mut logits[..in_len]);
+            }
+            continue;
+        }
+        if step.in_place {
+            if step.layer == Layer::Relu {
+                kernels::relu_levels_in_place(&mut buffers[step.src_buffer()][..in_len], current.zero as u8);
+            }
+            continue;
+        }
+        let [ping, pong] = &mut buffers;
+        let (src, dst) = if step.src_buffer() == 0 { (&**ping, &mut **pong) } else { (&**pong, &mut **ping) };
+        let input = &src[..in_len];
+        let Shape { h, w, c } = step.input;
+        match (step.layer, step.params, model.binding(step.index)) {
+            (Layer::Conv2d { filters: cout } | Layer::Dense { units: cout }, Some(slot), Some(b)) => {
+                let (weights, bias) = (model.tensor(b.weights).values(), model.tensor(b.bias).values());
+                scales[..n].fill(current);
+                let channels =
+                    &mut channels[..kernels::channel_scratch_len(if weights.dtype().is_blocked() { cout } else { 0 })];
+                let output = if slot.index < last_slot {
+                    current = model.activation_scale(slot.index + 1).unwrap_or_default();
+                    QuantizedOutput::Levels {
+                        out: &mut dst[..out_len],
+                        scale: current,
+                        accumulators: &mut accumulators[..],
+                    }
+                } else {
+                    logits_written = true;
+                    QuantizedOutput::F32(&mut logits[..out_len])
+                };
+                if let Layer::Conv2d { .. } = step.layer {
+                    kernels::conv2d_3x3_same_quantized(
+                        isa,
+                        input,
+                        &scales[..n],
+                        n,
+                        h,
+                        w,
+                        c,
+                        &weights,
+                        &bias,
+                        cout,
+                        channels,
+                        output,
+                    )
+                } else {
+                    kernels::dense_quantized(isa, input, &scales[..n], n, c, &weights, &bias, cout, channels, output)
+                }
+                .map_err(length)?
+            }
+            (layer, _, _) if layer.has_params() => return Err(ForwardError::MissingParams { layer: step.index }),
+            (Layer::Pad { top, bottom, left, right }, _, _) => kernels::pad_with(
+                input,
+                n,
+                h,
+                w,
+                c,
+                (top, bottom, left, right),
+                current.zero as u8,
+                &mut dst[..out_len],
+            )
+            .map_err(length)?,
+            (Layer::MaxPool, _, _) => kernels::maxpool_2x2(input, n, h, w, c, &mut dst[..out_len]).map_err(length)?,
+            (Layer::Relu | Layer::Flatten, _, _) => {
+                kernels::check("output", out_len, in_len).map_err(length)?;
+                dst[..out_len].copy_from_slice(input);
+                if step.layer == Layer::Relu {
+                    kernels::relu_levels_in_place(&mut dst[..out_len], current.zero as u8);
+                }
+            }
+            (Layer::Conv2d { .. } | Layer::Dense { .. }, _, _) => unreachable!("handled above"),
+        }
+    }
     Ok(&mut logits[..n * plan.output().len()])
 }

@@ -23,10 +23,16 @@ impl Model<'_> {
     /// Exact bytes of arena a [`Session`] needs to run up to `max_batch` images at once (saturates at
     /// `usize::MAX` on overflow, which no arena satisfies).
     pub fn arena_size(&self, max_batch: usize) -> usize {
-        let activations =
-            runtime::activation_len(self, max_batch).saturating_add(runtime::scratch_len(self, max_batch));
-        let probabilities = max_batch.saturating_mul(self.metadata().classes);
-        activations.saturating_add(probabilities).saturating_mul(F32)
+        let probabilities = max_batch.saturating_mul(self.metadata().classes).saturating_mul(F32);
+        let working = if self.has_static_activations() {
+            let layout = runtime::StaticLayout::new(self, max_batch);
+            layout.first.saturating_add(layout.second)
+        } else {
+            runtime::activation_len(self, max_batch)
+                .saturating_add(runtime::scratch_len(self, max_batch))
+                .saturating_mul(F32)
+        };
+        working.saturating_add(probabilities)
     }
 }
 
@@ -115,9 +121,8 @@ impl Output<'_> {
 #[derive(Debug)]
 pub struct Session<'a> {
     model: &'a Model<'a>,
-    ping: &'a mut [f32],
-    pong: &'a mut [f32],
-    probabilities: &'a mut [f32],
+    /// `arena_size(max_batch)` bytes, 4-aligned: the working memory, then the probabilities.
+    arena: &'a mut [u8],
     max_batch: usize,
     isa: Isa,
 }
@@ -134,11 +139,10 @@ impl<'a> Session<'a> {
             return Err(SessionError::ArenaTooSmall { needed, got: arena.len() });
         }
         let address_mod_4 = arena.as_ptr() as usize % F32;
-        let floats: &mut [f32] = bytemuck::try_cast_slice_mut(&mut arena[..needed])
-            .map_err(|_| SessionError::ArenaMisaligned { address_mod_4 })?;
-        let (ping, rest) = floats.split_at_mut(runtime::activation_len(model, max_batch));
-        let (pong, probabilities) = rest.split_at_mut(runtime::scratch_len(model, max_batch));
-        Ok(Session { model, ping, pong, probabilities, max_batch, isa: Isa::best() })
+        if address_mod_4 != 0 {
+            return Err(SessionError::ArenaMisaligned { address_mod_4 });
+        }
+        Ok(Session { model, arena: &mut arena[..needed], max_batch, isa: Isa::best() })
     }
 
     /// Runs on a chosen kernel build instead (falls back to the portable one if this CPU lacks it).
@@ -169,13 +173,34 @@ impl<'a> Session<'a> {
         Ok(expected)
     }
 
+    /// The arena's parts for the model's mode: the first working buffer (where the input goes), the rest of
+    /// the working memory, and the probabilities.
+    fn parts(&mut self) -> (&mut [u8], &mut [u8], &mut [f32]) {
+        let classes = self.model.metadata().classes;
+        let first = if self.model.has_static_activations() {
+            runtime::StaticLayout::new(self.model, self.max_batch).first
+        } else {
+            runtime::activation_len(self.model, self.max_batch) * F32
+        };
+        let probabilities_at = self.arena.len() - self.max_batch * classes * F32;
+        let (working, probabilities) = self.arena.split_at_mut(probabilities_at);
+        let (a, b) = working.split_at_mut(first);
+        (a, b, bytemuck::cast_slice_mut(probabilities))
+    }
+
     /// Classifies `batch` images given as normalised f32 values, `[batch, h, w, c]`.
     pub fn run(&mut self, input: &[f32], batch: usize) -> Result<Output<'_>, RunError> {
         let len = self.check_batch(batch, input.len())?;
         if let Some(index) = input.iter().position(|v| !v.is_finite()) {
             return Err(RunError::NonFiniteInput { index });
         }
-        self.ping[..len].copy_from_slice(input);
+        let model = self.model;
+        let (a, _, _) = self.parts();
+        if model.has_static_activations() {
+            runtime::quantize_input(model, input, &mut a[..len]);
+        } else {
+            bytemuck::cast_slice_mut::<u8, f32>(a)[..len].copy_from_slice(input);
+        }
         self.finish(batch)
     }
 
@@ -183,17 +208,38 @@ impl<'a> Session<'a> {
     /// says: `(pixel / 255 - mean) / std`.
     pub fn run_pixels(&mut self, pixels: &[u8], batch: usize) -> Result<Output<'_>, RunError> {
         let len = self.check_batch(batch, pixels.len())?;
-        let meta = self.model.metadata();
-        for (x, &p) in self.ping[..len].iter_mut().zip(pixels) {
-            *x = (p as f32 / 255.0 - meta.mean) / meta.std;
+        let model = self.model;
+        let meta = model.metadata();
+        let normalise = |p: u8| (p as f32 / 255.0 - meta.mean) / meta.std;
+        let (a, _, _) = self.parts();
+        if let Some(scale) = model.activation_scale(0).filter(|_| model.has_static_activations()) {
+            // Straight to the first layer's levels: one small table, no f32 copy of the image.
+            let inverse = 1.0 / scale.scale;
+            let mut table = [0u8; 256];
+            for (p, q) in table.iter_mut().enumerate() {
+                *q = kernels::quantized_level(normalise(p as u8), inverse, scale.zero);
+            }
+            for (q, &p) in a[..len].iter_mut().zip(pixels) {
+                *q = table[p as usize];
+            }
+        } else {
+            for (x, &p) in bytemuck::cast_slice_mut::<u8, f32>(a)[..len].iter_mut().zip(pixels) {
+                *x = normalise(p);
+            }
         }
         self.finish(batch)
     }
 
     fn finish(&mut self, batch: usize) -> Result<Output<'_>, RunError> {
-        let classes = self.model.metadata().classes;
-        let logits = runtime::run_layers(self.isa, self.model, batch, self.ping, self.pong)?;
-        let probabilities = &mut self.probabilities[..batch * classes];
+        let (isa, model) = (self.isa, self.model);
+        let classes = model.metadata().classes;
+        let (a, b, probabilities) = self.parts();
+        let logits = if model.has_static_activations() {
+            runtime::run_layers_static(isa, model, batch, a, b)?
+        } else {
+            runtime::run_layers(isa, model, batch, bytemuck::cast_slice_mut(a), bytemuck::cast_slice_mut(b))?
+        };
+        let probabilities = &mut probabilities[..batch * classes];
         probabilities.copy_from_slice(logits);
         kernels::softmax_in_place(probabilities, classes);
         Ok(Output { logits, probabilities, classes })

@@ -25,7 +25,7 @@ pub struct EvalArgs {
     show_mistakes: usize,
     /// For `.kiln` models, the kernel build: best, portable, avx2+fma, avx512, or `all` (every build this
     /// CPU has, which must predict the same classes).
-    #[arg(long, value_parser = ["best", "portable", "avx2+fma", "avx512", "all"])]
+    #[arg(long, value_parser = ["best", "portable", "avx2+fma", "avx512", "avx512vnni", "all"])]
     isa: Option<String>,
     #[command(flatten)]
     data: DataArgs,

@@ -39,6 +39,8 @@ pub enum FormatError {
     SectionTooShort { kind: u32, needed: u64, got: u64 },
     /// The metadata section breaks a rule: `reason` says which.
     BadMetadata { reason: &'static str },
+    /// The activation-scales section (kind 5) breaks a rule: `reason` says which.
+    BadActivationScales { reason: &'static str },
     /// The graph has no layers, or more than [`MAX_LAYERS`](super::MAX_LAYERS).
     BadLayerCount { count: u32 },
     /// A layer record has an operator code this reader does not know.
@@ -111,6 +113,7 @@ impl fmt::Display for FormatError {
                 write!(f, "section {kind} is {got} bytes, its contents need {needed}")
             }
             BadMetadata { reason } => write!(f, "bad metadata: {reason}"),
+            BadActivationScales { reason } => write!(f, "bad activation scales: {reason}"),
             BadLayerCount { count } => write!(f, "layer count {count} is out of range"),
             UnknownOp { layer, op } => write!(f, "layer {layer}: unknown operator code {op}"),
             BadLayerArgs { layer } => write!(f, "layer {layer}: arguments out of range or unused ones not zero"),

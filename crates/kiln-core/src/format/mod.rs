@@ -41,6 +41,10 @@ pub const SECTION_META: u32 = 1;
 pub const SECTION_GRAPH: u32 = 2;
 pub const SECTION_TENSORS: u32 = 3;
 pub const SECTION_DATA: u32 = 4;
+/// Optional: one static activation scale per parametric layer (`kiln convert --activations static`).
+pub const SECTION_ACTIVATIONS: u32 = 5;
+/// Bytes per entry of the activation-scales section: f32 scale, u32 zero point.
+pub const ACTIVATION_ENTRY_LEN: usize = 8;
 
 /// Layer operator codes.
 pub const OP_PAD: u32 = 1;
@@ -220,6 +224,8 @@ pub struct Model<'a> {
     tensor_count: usize,
     meta: Metadata<'a>,
     output: Shape,
+    /// The activation-scales section's entries, when the file has one.
+    activations: Option<&'a [u8]>,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -253,8 +259,12 @@ impl<'a> Model<'a> {
             tensor_count,
             meta,
             output: meta.input,
+            activations: None,
         };
         model.parse_graph(slice(graph_s))?;
+        if let Some(section) = sections.iter().find(|s| s.kind == SECTION_ACTIVATIONS) {
+            model.activations = Some(model.parse_activations(slice(*section))?);
+        }
         Ok(model)
     }
 
@@ -300,6 +310,55 @@ impl<'a> Model<'a> {
             });
         }
         Ok(())
+    }
+
+    /// Checks the activation-scales section: one entry per parametric layer, each layer's weights on the
+    /// integer path, scales finite and positive, zero points 0 to 255.
+    fn parse_activations(&self, section: &'a [u8]) -> Result<&'a [u8], FormatError> {
+        let bad = |reason| FormatError::BadActivationScales { reason };
+        if section.len() < 8 {
+            return Err(section_too_short(SECTION_ACTIVATIONS, 8, section.len()));
+        }
+        let count = u32_at(section, 0) as usize;
+        if u32_at(section, 4) != 0 {
+            return Err(FormatError::ReservedNotZero { field: "activation scales header" });
+        }
+        let layers = self.plan().param_layers();
+        if count != layers {
+            return Err(bad("the entry count is not the number of conv and dense layers"));
+        }
+        let needed = 8 + count * ACTIVATION_ENTRY_LEN;
+        if section.len() < needed {
+            return Err(section_too_short(SECTION_ACTIVATIONS, needed, section.len()));
+        }
+        let entries = &section[8..needed];
+        for e in entries.chunks_exact(ACTIVATION_ENTRY_LEN) {
+            let scale = f32_at(e, 0);
+            if !(scale.is_finite() && scale > 0.0) {
+                return Err(bad("a scale is not finite and positive"));
+            }
+            if u32_at(e, 4) > 255 {
+                return Err(bad("a zero point is above 255"));
+            }
+        }
+        for b in self.bindings[..self.layer_count].iter().flatten() {
+            if !crate::kernels::runs_on_integers(self.tensor(b.weights).dtype) {
+                return Err(bad("static activations need int8, int4 or int2 weights in every layer"));
+            }
+        }
+        Ok(entries)
+    }
+
+    /// The static input scale of parametric layer `slot` (in layer order), if the file has them: its
+    /// input is quantized once, by the layer before, as `x ≈ (q − zero) × scale`.
+    pub fn activation_scale(&self, slot: usize) -> Option<crate::kernels::ActivationScale> {
+        let e = self.activations?.get(slot * ACTIVATION_ENTRY_LEN..(slot + 1) * ACTIVATION_ENTRY_LEN)?;
+        Some(crate::kernels::ActivationScale { scale: f32_at(e, 0), zero: u32_at(e, 4) as i32 })
+    }
+
+    /// Whether the file carries static activation scales (then every layer runs on 8-bit activations).
+    pub fn has_static_activations(&self) -> bool {
+        self.activations.is_some()
     }
 
     /// Checks that tensors `w` and `b` fit layer `index` on input `input`.

@@ -1,16 +1,36 @@
 use super::{LengthError, check};
 
+/// What max pooling runs on: f32 activations, and the integer path's 8-bit levels (quantization is
+/// monotone, so the max of the levels is the level of the max).
+pub trait Poolable: Copy {
+    fn max(self, other: Self) -> Self;
+}
+
+impl Poolable for f32 {
+    #[inline(always)]
+    fn max(self, other: f32) -> f32 {
+        f32::max(self, other)
+    }
+}
+
+impl Poolable for u8 {
+    #[inline(always)]
+    fn max(self, other: u8) -> u8 {
+        Ord::max(self, other)
+    }
+}
+
 /// 2x2 max pooling, stride 2. `h` and `w` must be even (shape inference guarantees it).
 ///
 /// - `input`:  `[n, h, w, c]`
 /// - `output`: `[n, h/2, w/2, c]`
-pub fn maxpool_2x2(
-    input: &[f32],
+pub fn maxpool_2x2<T: Poolable>(
+    input: &[T],
     n: usize,
     h: usize,
     w: usize,
     c: usize,
-    output: &mut [f32],
+    output: &mut [T],
 ) -> Result<(), LengthError> {
     check("input", input.len(), n * h * w * c)?;
     check("output", output.len(), n * (h / 2) * (w / 2) * c)?;
@@ -41,5 +61,8 @@ mod tests {
         let mut out = [0.0; 2];
         maxpool_2x2(&input, 1, 4, 2, 1, &mut out).unwrap();
         assert_eq!(out, [5.0, -1.0]);
+        let mut levels = [0u8; 2];
+        maxpool_2x2(&[1u8, 5, 3, 2, 200, 7, 0, 9], 1, 4, 2, 1, &mut levels).unwrap();
+        assert_eq!(levels, [5, 200]);
     }
 }

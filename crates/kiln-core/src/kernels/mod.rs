@@ -14,14 +14,14 @@ mod relu;
 
 pub use conv2d::conv2d_3x3_same;
 pub use dense::dense;
-pub use maxpool::maxpool_2x2;
+pub use maxpool::{Poolable, maxpool_2x2};
 pub use packed::{conv2d_3x3_same_packed, dense_packed};
-pub use pad::pad;
+pub use pad::{pad, pad_with};
 pub use quantized::{
-    ActivationScale, channel_scratch_len, conv2d_3x3_same_quantized, dense_quantized, fake_quantize_in_place,
-    quantize_activations, runs_on_integers,
+    ActivationScale, QuantizedOutput, REQUANTIZED_ACCUMULATORS, channel_scratch_len, conv2d_3x3_same_quantized,
+    dense_quantized, fake_quantize_in_place, quantize_activations, quantized_level, runs_on_integers,
 };
-pub use relu::{relu, relu_in_place};
+pub use relu::{relu, relu_in_place, relu_levels_in_place};
 
 use core::fmt;
 

@@ -91,6 +91,13 @@ fn level(v: f32, inverse: f32, zero: i32) -> u8 {
     unsafe { t.to_int_unchecked::<i32>() as u8 }
 }
 
+/// The 8-bit level of `v` on a scale whose inverse is `inverse`, with zero point `zero`: what
+/// [`quantize_activations`] computes for each value.
+#[inline(always)]
+pub fn quantized_level(v: f32, inverse: f32, zero: i32) -> u8 {
+    level(v, inverse, zero)
+}
+
 /// What the integer path sees of `values` (`[images, len]`): each value replaced by its 8-bit level's
 /// value, `(q − zero) × scale`, with the same per-image scales as [`quantize_activations`]. For
 /// references that run the integer path's arithmetic in f32.
@@ -118,8 +125,27 @@ pub fn channel_scratch_len(cout: usize) -> usize {
     2 * cout
 }
 
+/// Where an integer layer's outputs go.
+#[derive(Debug)]
+pub enum QuantizedOutput<'a> {
+    /// f32 values (the accumulators live in this memory until the epilogue).
+    F32(&'a mut [f32]),
+    /// 8-bit levels on `scale` (the next layer's static input scale), with `accumulators` as scratch of
+    /// [`REQUANTIZED_ACCUMULATORS`] values.
+    Levels { out: &'a mut [u8], scale: ActivationScale, accumulators: &'a mut [i32] },
+}
+
+impl QuantizedOutput<'_> {
+    fn len(&self) -> usize {
+        match self {
+            QuantizedOutput::F32(out) => out.len(),
+            QuantizedOutput::Levels { out, .. } => out.len(),
+        }
+    }
+}
+
 /// 3x3 convolution, stride 1, SAME padding, plus bias, on quantized input `[n,h,w,cin]` (one
-/// [`ActivationScale`] per image) with int8/int4/int2 weights `[3,3,cin,cout]`; f32 output `[n,h,w,cout]`.
+/// [`ActivationScale`] per image) with int8/int4/int2 weights `[3,3,cin,cout]`; output `[n,h,w,cout]`.
 /// `channels` is scratch of [`channel_scratch_len`]`(cout)` values.
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d_3x3_same_quantized(
@@ -134,7 +160,7 @@ pub fn conv2d_3x3_same_quantized(
     bias: &Values<'_>,
     cout: usize,
     channels: &mut [f32],
-    output: &mut [f32],
+    output: QuantizedOutput<'_>,
 ) -> Result<(), LengthError> {
     check("input", input.len(), n * h * w * cin)?;
     check("output", output.len(), n * h * w * cout)?;
@@ -150,7 +176,7 @@ pub fn conv2d_3x3_same_quantized(
     run(isa, &g, weights, bias, channels, output)
 }
 
-/// Fully connected layer on quantized input `[n,cin]` with int8/int4/int2 weights `[cin,cout]`; f32 output
+/// Fully connected layer on quantized input `[n,cin]` with int8/int4/int2 weights `[cin,cout]`; output
 /// `[n,cout]`. `channels` is scratch of [`channel_scratch_len`]`(cout)` values.
 #[allow(clippy::too_many_arguments)]
 pub fn dense_quantized(
@@ -163,7 +189,7 @@ pub fn dense_quantized(
     bias: &Values<'_>,
     cout: usize,
     channels: &mut [f32],
-    output: &mut [f32],
+    output: QuantizedOutput<'_>,
 ) -> Result<(), LengthError> {
     check("input", input.len(), n * cin)?;
     check("output", output.len(), n * cout)?;
@@ -210,7 +236,7 @@ fn run<S: Fn(usize, usize) -> Option<usize>>(
     weights: &Values<'_>,
     bias: &Values<'_>,
     channels: &mut [f32],
-    output: &mut [f32],
+    output: QuantizedOutput<'_>,
 ) -> Result<(), LengthError> {
     let weights_len = g.taps * g.cin * g.cout;
     let levels = match weights.int8_levels() {
@@ -228,18 +254,30 @@ fn run<S: Fn(usize, usize) -> Option<usize>>(
             Levels::Requantized { values: weights, scales, inverse }
         }
     };
-    dispatch(isa, g, levels, bias, bytemuck::cast_slice_mut(output));
+    match output {
+        QuantizedOutput::F32(out) => {
+            dispatch(isa, g, levels, bias, &mut InPlace { out: bytemuck::cast_slice_mut(out), cout: g.cout })
+        }
+        QuantizedOutput::Levels { out, scale, accumulators } => {
+            check("accumulators", accumulators.len(), REQUANTIZED_ACCUMULATORS)?;
+            if !(scale.scale.is_finite() && scale.scale > 0.0) {
+                // Only a validated file's scales reach here; anything else writes zero levels.
+                return Err(LengthError { what: "output scale", expected: 1, got: 0 });
+            }
+            dispatch(isa, g, levels, bias, &mut Requantized { accumulators, out, cout: g.cout, next: scale })
+        }
+    }
     Ok(())
 }
 
 /// Runs [`gemm`] compiled for `isa`, or the portable build if this CPU lacks it.
 #[inline]
-fn dispatch<S: Fn(usize, usize) -> Option<usize>>(
+fn dispatch<S: Fn(usize, usize) -> Option<usize>, K: Sink>(
     isa: Isa,
     g: &IntGemm<'_, S>,
     levels: Levels<'_>,
     bias: &Values<'_>,
-    out: &mut [i32],
+    out: &mut K,
 ) {
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
     {
@@ -254,7 +292,7 @@ fn dispatch<S: Fn(usize, usize) -> Option<usize>>(
     }
     let _ = isa;
     // SAFETY: the portable micro-kernel needs no CPU feature.
-    unsafe { gemm::<S, Portable, 4>(g, levels, bias, out) }
+    unsafe { gemm::<S, K, Portable, 4>(g, levels, bias, out) }
 }
 
 /// One build's innermost loops over a block of [`COLS`] output channels.
@@ -390,21 +428,21 @@ mod x86 {
     ///
     /// # Safety
     /// The CPU must support AVX2.
-    pub(super) unsafe fn gemm_avx2<S: Fn(usize, usize) -> Option<usize>>(
+    pub(super) unsafe fn gemm_avx2<S: Fn(usize, usize) -> Option<usize>, K: Sink>(
         g: &IntGemm<'_, S>,
         levels: Levels<'_>,
         bias: &Values<'_>,
-        out: &mut [i32],
+        out: &mut K,
     ) {
         #[target_feature(enable = "avx2,fma")]
-        unsafe fn inner<S: Fn(usize, usize) -> Option<usize>>(
+        unsafe fn inner<S: Fn(usize, usize) -> Option<usize>, K: Sink>(
             g: &IntGemm<'_, S>,
             levels: Levels<'_>,
             bias: &Values<'_>,
-            out: &mut [i32],
+            out: &mut K,
         ) {
             // SAFETY: the portable loops need only what `inner` is compiled for.
-            unsafe { gemm::<S, Portable, 4>(g, levels, bias, out) }
+            unsafe { gemm::<S, K, Portable, 4>(g, levels, bias, out) }
         }
         // SAFETY: the caller guarantees AVX2 (and FMA, which every AVX2 CPU Kiln detects has).
         unsafe { inner(g, levels, bias, out) }
@@ -412,21 +450,21 @@ mod x86 {
 
     /// # Safety
     /// The CPU must support AVX-512F, AVX-512BW and AVX-512 VNNI (`Isa::Avx512Vnni.is_available()`).
-    pub(super) unsafe fn gemm_vnni<S: Fn(usize, usize) -> Option<usize>>(
+    pub(super) unsafe fn gemm_vnni<S: Fn(usize, usize) -> Option<usize>, K: Sink>(
         g: &IntGemm<'_, S>,
         levels: Levels<'_>,
         bias: &Values<'_>,
-        out: &mut [i32],
+        out: &mut K,
     ) {
         #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vnni")]
-        unsafe fn inner<S: Fn(usize, usize) -> Option<usize>>(
+        unsafe fn inner<S: Fn(usize, usize) -> Option<usize>, K: Sink>(
             g: &IntGemm<'_, S>,
             levels: Levels<'_>,
             bias: &Values<'_>,
-            out: &mut [i32],
+            out: &mut K,
         ) {
             // SAFETY: `inner` runs only with the features `Vnni` needs.
-            unsafe { gemm::<S, Vnni, 6>(g, levels, bias, out) }
+            unsafe { gemm::<S, K, Vnni, 6>(g, levels, bias, out) }
         }
         // SAFETY: the caller guarantees the features.
         unsafe { inner(g, levels, bias, out) }
@@ -658,15 +696,15 @@ const PACK_MIN_PIXELS: usize = 6;
 /// # Safety
 /// The CPU must have the features micro-kernel `M` is built for.
 #[inline(always)]
-unsafe fn gemm<S: Fn(usize, usize) -> Option<usize>, M: IntMicro, const PIX: usize>(
+unsafe fn gemm<S: Fn(usize, usize) -> Option<usize>, K: Sink, M: IntMicro, const PIX: usize>(
     g: &IntGemm<'_, S>,
     levels: Levels<'_>,
     bias: &Values<'_>,
-    out: &mut [i32],
+    sink: &mut K,
 ) {
     if taps_one_and_few_rows(g) {
         // SAFETY: passed on from this function's caller.
-        return unsafe { gemv::<S, M>(g, levels, bias, out) };
+        return unsafe { gemv::<S, K, M>(g, levels, bias, sink) };
     }
     let IntGemm { input, scales, pixels_per_image, pixels, taps, cin, ref source, cout } = *g;
     let mut staged = [0i8; PANEL_BYTES];
@@ -679,10 +717,12 @@ unsafe fn gemm<S: Fn(usize, usize) -> Option<usize>, M: IntMicro, const PIX: usi
         let panel_rows = (PANEL_BYTES / width / 4 * 4).clamp(4, PANEL_BYTES / COLS).min(cin);
         // Pixels per span: the span's accumulators (in `out`) stay in L2 while each pass's weights are
         // requantized and packed once and swept by every tile of the span.
-        let span_pixels = (SPAN_ACCUMULATOR_BYTES / (4 * width) / TILE_PIXELS * TILE_PIXELS).max(TILE_PIXELS);
+        let span_pixels = sink.span_pixels(width);
         for s0 in (0..pixels).step_by(span_pixels) {
             let span = span_pixels.min(pixels - s0);
-            let at = |p: usize| p * cout + w0;
+            let (acc_stride, acc_base) = sink.layout(s0, w0, width);
+            let at = |p: usize| (p - s0) * acc_stride + acc_base;
+            let out = sink.accumulators();
             for p in s0..s0 + span {
                 out[at(p)..][..width].fill(0);
             }
@@ -809,12 +849,113 @@ unsafe fn gemm<S: Fn(usize, usize) -> Option<usize>, M: IntMicro, const PIX: usi
                 }
             }
             for p in s0..s0 + span {
-                let sx = scales[image_of(p)].scale;
-                epilogue::<M>(&mut out[at(p)..][..width], sx, &levels, bias, w0);
+                sink.finish::<M>(p, at(p), w0, width, scales[image_of(p)].scale, &levels, bias);
             }
         }
     }
 }
+
+/// Where a layer's i32 accumulators live, and what its epilogue writes.
+trait Sink {
+    /// The accumulators.
+    fn accumulators(&mut self) -> &mut [i32];
+    /// For the span of pixels from `s0` and the channels `w0..w0 + width`: pixel `p`'s accumulators start
+    /// at `(p − s0) × stride + base`.
+    fn layout(&self, s0: usize, w0: usize, width: usize) -> (usize, usize);
+    /// The most pixels a span of `width` channels may hold.
+    fn span_pixels(&self, width: usize) -> usize;
+    /// The most channels one pass of a matrix–vector product may hold.
+    fn gemv_width(&self) -> usize;
+    /// Pixel `p` is done: its accumulators for channels `w0..w0 + width` start at `at`.
+    fn finish<M: IntMicro>(
+        &mut self,
+        p: usize,
+        at: usize,
+        w0: usize,
+        width: usize,
+        sx: f32,
+        levels: &Levels<'_>,
+        bias: &Values<'_>,
+    );
+}
+
+/// f32 outputs whose own memory holds the accumulators: no scratch at all.
+struct InPlace<'a> {
+    out: &'a mut [i32],
+    cout: usize,
+}
+
+impl Sink for InPlace<'_> {
+    fn accumulators(&mut self) -> &mut [i32] {
+        self.out
+    }
+    fn layout(&self, s0: usize, w0: usize, _: usize) -> (usize, usize) {
+        (self.cout, s0 * self.cout + w0)
+    }
+    fn span_pixels(&self, width: usize) -> usize {
+        (SPAN_ACCUMULATOR_BYTES / (4 * width) / TILE_PIXELS * TILE_PIXELS).max(TILE_PIXELS)
+    }
+    fn gemv_width(&self) -> usize {
+        GEMV_WIDTH
+    }
+    #[inline(always)]
+    fn finish<M: IntMicro>(
+        &mut self,
+        _: usize,
+        at: usize,
+        w0: usize,
+        width: usize,
+        sx: f32,
+        levels: &Levels<'_>,
+        bias: &Values<'_>,
+    ) {
+        epilogue::<M>(&mut self.out[at..][..width], sx, levels, bias, w0);
+    }
+}
+
+/// 8-bit outputs on the next layer's static scale, `[pixels, cout]`, with the accumulators in scratch.
+struct Requantized<'a> {
+    accumulators: &'a mut [i32],
+    out: &'a mut [u8],
+    cout: usize,
+    next: ActivationScale,
+}
+
+impl Sink for Requantized<'_> {
+    fn accumulators(&mut self) -> &mut [i32] {
+        self.accumulators
+    }
+    fn layout(&self, _: usize, _: usize, width: usize) -> (usize, usize) {
+        (width, 0)
+    }
+    fn span_pixels(&self, width: usize) -> usize {
+        (self.accumulators.len() / width).max(1)
+    }
+    fn gemv_width(&self) -> usize {
+        self.accumulators.len().min(GEMV_WIDTH)
+    }
+    #[inline(always)]
+    fn finish<M: IntMicro>(
+        &mut self,
+        p: usize,
+        at: usize,
+        w0: usize,
+        width: usize,
+        sx: f32,
+        levels: &Levels<'_>,
+        bias: &Values<'_>,
+    ) {
+        let row = &mut self.accumulators[at..][..width];
+        epilogue::<M>(row, sx, levels, bias, w0);
+        let inverse = 1.0 / self.next.scale;
+        for (q, &v) in self.out[p * self.cout + w0..][..width].iter_mut().zip(row.iter()) {
+            *q = level(f32::from_bits(v as u32), inverse, self.next.zero);
+        }
+    }
+}
+
+/// Accumulator scratch a layer run with 8-bit outputs needs: enough for one pass of [`WIDTH`] channels.
+pub const REQUANTIZED_ACCUMULATORS: usize = 2048;
 
 /// Turns one output row's accumulators (channels `w0..`, whole blocks in `M`'s order) into f32 values,
 /// `acc × (sx × weight scale) + bias`, in channel order. The same scalar code in every build, so every
@@ -907,11 +1048,11 @@ const GEMV_WIDTH: usize = PANEL_BYTES / 4;
 /// # Safety
 /// The CPU must have the features micro-kernel `M` is built for.
 #[inline(always)]
-unsafe fn gemv<S: Fn(usize, usize) -> Option<usize>, M: IntMicro>(
+unsafe fn gemv<S: Fn(usize, usize) -> Option<usize>, K: Sink, M: IntMicro>(
     g: &IntGemm<'_, S>,
     levels: Levels<'_>,
     bias: &Values<'_>,
-    out: &mut [i32],
+    sink: &mut K,
 ) {
     let IntGemm { input, scales, pixels, cin, ref source, cout, .. } = *g;
     let mut staged = [0i8; PANEL_BYTES];
@@ -919,10 +1060,12 @@ unsafe fn gemv<S: Fn(usize, usize) -> Option<usize>, M: IntMicro>(
     for p in 0..pixels {
         let x = source(p, 0).map_or(&input[..0], |start| &input[start..start + cin]);
         let ActivationScale { scale: sx, zero } = scales[p];
-        for w0 in (0..cout).step_by(GEMV_WIDTH) {
-            let width = GEMV_WIDTH.min(cout - w0);
+        let gemv_width = sink.gemv_width();
+        for w0 in (0..cout).step_by(gemv_width) {
+            let width = gemv_width.min(cout - w0);
             let whole = width / COLS * COLS;
-            let acc = &mut out[p * cout + w0..][..width];
+            let (_, at) = sink.layout(p, w0, width);
+            let acc = &mut sink.accumulators()[at..][..width];
             acc.fill(0);
             // Row `k`'s levels for these channels, requantized into slot `t` of the panel if need be.
             let rows = GemvRows { levels, cout, w0, width, whole };
@@ -961,7 +1104,7 @@ unsafe fn gemv<S: Fn(usize, usize) -> Option<usize>, M: IntMicro>(
                     *a -= zero * sums[channel];
                 }
             }
-            epilogue::<M>(acc, sx, &levels, bias, w0);
+            sink.finish::<M>(p, at, w0, width, sx, &levels, bias);
         }
     }
 }
@@ -1055,7 +1198,19 @@ mod tests {
             for &isa in &builds {
                 let mut got = vec![f32::NAN; n * cout];
                 let mut channels = vec![0.0; channel_scratch_len(cout)];
-                dense_quantized(isa, &x, &s, n, cin, &weights, &bv, cout, &mut channels, &mut got).unwrap();
+                dense_quantized(
+                    isa,
+                    &x,
+                    &s,
+                    n,
+                    cin,
+                    &weights,
+                    &bv,
+                    cout,
+                    &mut channels,
+                    QuantizedOutput::F32(&mut got),
+                )
+                .unwrap();
                 for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                     assert_eq!(g.to_bits(), w.to_bits(), "dense {n}x{cin}->{cout} {isa:?}: value {i}: {g} vs {w}");
                 }
@@ -1093,8 +1248,17 @@ mod tests {
             for &isa in &builds {
                 let mut got = vec![f32::NAN; want.len()];
                 let mut channels = vec![0.0; channel_scratch_len(cout)];
-                conv2d_3x3_same_quantized(isa, &x, &s, n, h, w, cin, &weights, &bv, cout, &mut channels, &mut got)
-                    .unwrap();
+                let out = QuantizedOutput::F32(&mut got);
+                conv2d_3x3_same_quantized(isa, &x, &s, n, h, w, cin, &weights, &bv, cout, &mut channels, out).unwrap();
+                // 8-bit outputs on a static scale (with a zero point, to test it) are exactly the levels of
+                // the f32 outputs.
+                let next = ActivationScale { scale: 0.05, zero: 17 };
+                let (mut levels, mut accumulators) = (vec![0u8; want.len()], vec![0i32; REQUANTIZED_ACCUMULATORS]);
+                let out = QuantizedOutput::Levels { out: &mut levels, scale: next, accumulators: &mut accumulators };
+                conv2d_3x3_same_quantized(isa, &x, &s, n, h, w, cin, &weights, &bv, cout, &mut channels, out).unwrap();
+                for (i, (&q, &v)) in levels.iter().zip(&got).enumerate() {
+                    assert_eq!(q, quantized_level(v, 1.0 / next.scale, next.zero), "conv levels {isa:?}: value {i}");
+                }
                 let what = format!("conv {n}x{h}x{w}x{cin}->{cout} {isa:?}");
                 for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                     assert!((g - w).abs() <= 1e-4 * w.abs().max(1.0), "{what}: value {i}: {g} vs reference {w}");
@@ -1143,7 +1307,8 @@ mod tests {
         for &isa in builds {
             let mut got = vec![0.0; n * cout];
             let mut channels = vec![0.0; channel_scratch_len(cout)];
-            dense_quantized(isa, &x, &s, n, cin, &weights, &bv, cout, &mut channels, &mut got).unwrap();
+            dense_quantized(isa, &x, &s, n, cin, &weights, &bv, cout, &mut channels, QuantizedOutput::F32(&mut got))
+                .unwrap();
             // Requantizing to int8 moves each weight by at most half an int8 step of its channel.
             for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                 let step = channels[i % cout];

@@ -16,6 +16,13 @@ pub fn relu_in_place(values: &mut [f32]) {
     }
 }
 
+/// ReLU on 8-bit levels whose zero point is `zero`: `max(q, zero)`, the level of `max(x, 0)`.
+pub fn relu_levels_in_place(levels: &mut [u8], zero: u8) {
+    for q in levels {
+        *q = (*q).max(zero);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
