@@ -101,9 +101,20 @@ pub fn forward<'s>(
     forward_integer_path(layers, input_shape, n, input, params, &[], scratch_a, scratch_b)
 }
 
+/// How the runtime feeds a parametric layer its input.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum LayerInput {
+    /// As f32 values (f32 and f16 weights).
+    F32,
+    /// As 8-bit levels on each image's own range (integer weights, dynamic activations).
+    Dynamic,
+    /// As 8-bit levels on a stored scale (integer weights, static activations).
+    Static(kernels::ActivationScale),
+}
+
 /// [`forward`] as the runtime's integer path computes it, in f32: the input of each parametric layer `k`
-/// with `integer[k]` set is first replaced by its 8-bit levels' values
-/// ([`kernels::fake_quantize_in_place`]). Give such layers' weights as the integer path reads them.
+/// is first replaced by the values of its 8-bit levels as `inputs[k]` says (a missing entry is
+/// [`LayerInput::F32`]). Give such layers' weights as the integer path reads them.
 #[allow(clippy::too_many_arguments)]
 pub fn forward_integer_path<'s>(
     layers: &[Layer],
@@ -111,7 +122,7 @@ pub fn forward_integer_path<'s>(
     n: usize,
     input: &[f32],
     params: &[LayerParams<'_>],
-    integer: &[bool],
+    inputs: &[LayerInput],
     scratch_a: &'s mut [f32],
     scratch_b: &'s mut [f32],
 ) -> Result<&'s [f32], ForwardError> {
@@ -136,8 +147,15 @@ pub fn forward_integer_path<'s>(
             None => None,
         };
         let (in_len, out_len) = (n * step.input.len(), n * step.output.len());
-        if step.params.is_some_and(|slot| integer.get(slot.index) == Some(&true)) {
-            kernels::fake_quantize_in_place(&mut src[..in_len], n);
+        match step.params.and_then(|slot| inputs.get(slot.index)) {
+            Some(LayerInput::Dynamic) => kernels::fake_quantize_in_place(&mut src[..in_len], n),
+            Some(&LayerInput::Static(scale)) => {
+                let inverse = 1.0 / scale.scale;
+                for v in &mut src[..in_len] {
+                    *v = (kernels::quantized_level(*v, inverse, scale.zero) as i32 - scale.zero) as f32 * scale.scale;
+                }
+            }
+            _ => {}
         }
         forward_layer(step.index, &step.layer, step.input, n, &src[..in_len], p, &mut dst[..out_len])?;
         core::mem::swap(&mut src, &mut dst);

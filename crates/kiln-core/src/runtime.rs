@@ -150,6 +150,31 @@ pub fn forward_with<'s>(
     Ok(run_layers(isa, model, n, &mut scratch_a[..activations], scratch_b)?)
 }
 
+/// [`forward_with`] on a model without static scales, reporting each image's dynamic input scale of every
+/// integer layer to `observe(k, scales)` (`k` is the layer's index among conv and dense layers): what
+/// calibration for static scales records.
+pub fn forward_observed<'s>(
+    isa: Isa,
+    model: &Model<'_>,
+    input: &[f32],
+    n: usize,
+    scratch_a: &'s mut [f32],
+    scratch_b: &'s mut [f32],
+    observe: &mut dyn FnMut(usize, &[ActivationScale]),
+) -> Result<&'s [f32], ForwardError> {
+    let needed = scratch_len(model, n);
+    for got in [scratch_a.len(), scratch_b.len()] {
+        if got < needed {
+            return Err(ForwardError::ScratchTooSmall { needed, got });
+        }
+    }
+    let first_len = n * model.input_shape().len();
+    kernels::check("input", input.len(), first_len).map_err(|error| ForwardError::Length { layer: 0, error })?;
+    scratch_a[..first_len].copy_from_slice(input);
+    let activations = activation_len(model, n);
+    Ok(run_layers_observed(isa, model, n, &mut scratch_a[..activations], scratch_b, observe)?)
+}
+
 /// Runs every layer on the `n` images already in `a` (`[n, input_shape]`), ping-ponging between `a` and
 /// `b`, and returns the logits in whichever buffer holds them. `a` must hold [`activation_len`] values,
 /// `b` [`scratch_len`] (the integer scratch follows its activations).
@@ -159,6 +184,19 @@ pub(crate) fn run_layers<'s>(
     n: usize,
     a: &'s mut [f32],
     b: &'s mut [f32],
+) -> Result<&'s mut [f32], ForwardError> {
+    run_layers_observed(isa, model, n, a, b, &mut |_, _| {})
+}
+
+/// [`run_layers`], calling `observe(k, scales)` with each image's input scale of parametric layer `k`
+/// where it runs on integers.
+fn run_layers_observed<'s>(
+    isa: Isa,
+    model: &Model<'_>,
+    n: usize,
+    a: &'s mut [f32],
+    b: &'s mut [f32],
+    observe: &mut dyn FnMut(usize, &[ActivationScale]),
 ) -> Result<&'s mut [f32], ForwardError> {
     let plan = model.plan();
     let needs = integer_needs(model);
@@ -188,6 +226,9 @@ pub(crate) fn run_layers<'s>(
         let integer = tensors.as_ref().is_some_and(|(w, _)| kernels::runs_on_integers(w.dtype()));
         if integer {
             kernels::quantize_activations(input, n, &mut levels[..in_len], activation_scales).map_err(length)?;
+            if let Some(slot) = step.params {
+                observe(slot.index, activation_scales);
+            }
         }
         let x = &levels[..if integer { in_len } else { 0 }];
         match (step.layer, &tensors) {

@@ -43,17 +43,25 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-static MODEL: &[u8] = include_bytes!("../fuzz/seeds/from_bytes/int4.kiln");
+/// Dynamic activations (f32 between layers) and static ones (8-bit throughout).
+static MODELS: [&[u8]; 2] =
+    [include_bytes!("../fuzz/seeds/from_bytes/int4.kiln"), include_bytes!("../fuzz/seeds/from_bytes/int8_static.kiln")];
 
 #[test]
 fn no_allocation_in_from_bytes_session_new_and_100_runs() {
+    for model in MODELS {
+        runs_without_allocating(model);
+    }
+}
+
+fn runs_without_allocating(file: &[u8]) {
     // Everything the caller owns is set up first: the arena and the inputs.
     let mut arena = vec![0u32; 64 * 1024];
     let inputs: Vec<Vec<u8>> = (0..100).map(|k| (0..36).map(|i| ((i * 31 + k * 7) % 256) as u8).collect()).collect();
     let mut first_logits = [0.0f32; 100];
 
     COUNTING.with(|c| c.set(true));
-    let model = Model::from_bytes(MODEL).expect("valid model");
+    let model = Model::from_bytes(file).expect("valid model");
     let mut session = Session::new(&model, bytemuck::cast_slice_mut(&mut arena), 1).expect("arena is large enough");
     for (input, logit) in inputs.iter().zip(&mut first_logits) {
         *logit = session.run_pixels(input, 1).expect("runs").logits[0];

@@ -122,6 +122,7 @@ pub fn metadata(network: &Network, provenance: &Provenance, quantization: &str) 
         source_sha256: provenance.sha256,
         test_correct: 0,
         test_examples: 0,
+        activations: Vec::new(),
     })
 }
 
@@ -159,6 +160,9 @@ impl<'a> From<&'a Dataset> for Images<'a> {
         Images { rows: data.rows, cols: data.cols, pixels: &data.pixels }
     }
 }
+
+/// What a file with static activations adds to its quantization description.
+pub const STATIC_SUFFIX: &str = ", static activations";
 
 /// A model packed as a plan says: the file, and what went into it.
 #[derive(Debug)]
@@ -245,11 +249,25 @@ impl<'m> Conversion<'m> {
         8.0 * self.stored_bytes() as f64 / self.weights() as f64
     }
 
+    /// Switches the file to static activations: calibrates every layer's input scale on `images` (training
+    /// images: the test set stays unseen) through the integer path, stores them, and rewrites the file.
+    pub fn make_static(&mut self, images: &Dataset, options: &EvalOptions<'_>) -> Result<(), ConvertError> {
+        self.meta.activations.clear();
+        let dynamic = writer::write(&self.model.network.layers, &self.params, &self.meta)?;
+        self.meta.activations = eval::calibrate(&dynamic, images.into(), options)?;
+        if !self.meta.quantization.ends_with(STATIC_SUFFIX) {
+            self.meta.quantization.push_str(STATIC_SUFFIX);
+        }
+        self.file = writer::write(&self.model.network.layers, &self.params, &self.meta)?;
+        Ok(())
+    }
+
     /// Runs the packed file and an f32 packing of the same weights over `test`, and records the packed
     /// file's test accuracy in its metadata (rewriting the file).
     pub fn measure(&mut self, test: &Dataset, options: &EvalOptions<'_>) -> Result<Measurement, ConvertError> {
         let started = Instant::now();
-        let reference_file = pack(self.model, &vec![Quant::F32; self.plan.quants.len()], &self.meta)?;
+        let f32_meta = Metadata { activations: Vec::new(), ..self.meta.clone() };
+        let reference_file = pack(self.model, &vec![Quant::F32; self.plan.quants.len()], &f32_meta)?;
         let reference = eval::predict_all(&reference_file, test.into(), options)?;
         let predicted = eval::predict_all(&self.file, test.into(), options)?;
         let total = test.len();

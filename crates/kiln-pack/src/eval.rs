@@ -5,7 +5,8 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use kiln_core::format::{FormatError, Model};
+use kiln_core::format::{FormatError, Model, round_to_i32};
+use kiln_core::kernels::ActivationScale;
 use kiln_core::network::Shape;
 use kiln_core::reference::ForwardError;
 use kiln_core::{Isa, runtime};
@@ -138,6 +139,82 @@ pub fn predict_all(file: &[u8], images: Images<'_>, options: &EvalOptions<'_>) -
     })?;
     progress.finish();
     Ok(predictions)
+}
+
+/// Static input scales for every conv and dense layer of `file` (which must run on integers, with
+/// dynamic activations): runs `images` through the runtime, records each layer's input range on every image
+/// (`[min(0, min), max(0, max)]`, what the dynamic path quantizes over), and spreads 8 bits over the union
+/// of those ranges.
+pub fn calibrate(
+    file: &[u8],
+    images: Images<'_>,
+    options: &EvalOptions<'_>,
+) -> Result<Vec<ActivationScale>, EvalError> {
+    let model = Model::from_bytes(file)?;
+    let shape = model.input_shape();
+    if (shape.h, shape.w, shape.c) != (images.rows, images.cols, 1) {
+        return Err(EvalError::InputShape { model: shape, rows: images.rows, cols: images.cols });
+    }
+    let layers = model.plan().param_layers();
+    let meta = *model.metadata();
+    let count = images.len();
+    let per_thread = count.div_ceil(options.threads.max(1)).max(1);
+    let ranges = std::thread::scope(|scope| -> Result<Vec<(f32, f32)>, EvalError> {
+        let mut handles = Vec::new();
+        for first in (0..count).step_by(per_thread) {
+            let model = &model;
+            handles.push(scope.spawn(move || -> Result<Vec<(f32, f32)>, EvalError> {
+                let mut ranges = vec![(0.0f32, 0.0f32); layers];
+                let len = runtime::scratch_len(model, BATCH);
+                let (mut a, mut b) = (vec![0.0f32; len], vec![0.0f32; len]);
+                let mut input = vec![0.0f32; BATCH * shape.len()];
+                let end = (first + per_thread).min(count);
+                for start in (first..end).step_by(BATCH) {
+                    let n = BATCH.min(end - start);
+                    for (k, x) in input[..n * shape.len()].chunks_mut(shape.len()).enumerate() {
+                        for (x, &p) in x.iter_mut().zip(images.image(start + k)) {
+                            *x = (p as f32 / 255.0 - meta.mean) / meta.std;
+                        }
+                    }
+                    let mut observe = |layer: usize, scales: &[ActivationScale]| {
+                        let range = &mut ranges[layer];
+                        for s in scales {
+                            range.0 = range.0.min(-(s.zero as f32) * s.scale);
+                            range.1 = range.1.max((255 - s.zero) as f32 * s.scale);
+                        }
+                    };
+                    runtime::forward_observed(
+                        options.isa,
+                        model,
+                        &input[..n * shape.len()],
+                        n,
+                        &mut a,
+                        &mut b,
+                        &mut observe,
+                    )?;
+                }
+                Ok(ranges)
+            }));
+        }
+        let mut all = vec![(0.0f32, 0.0f32); layers];
+        for h in handles {
+            for (a, r) in all.iter_mut().zip(h.join().map_err(|_| EvalError::Panicked)??) {
+                *a = (a.0.min(r.0), a.1.max(r.1));
+            }
+        }
+        Ok(all)
+    })?;
+    Ok(ranges.into_iter().map(|(lo, hi)| static_scale(lo, hi)).collect())
+}
+
+/// The 8-bit scale and zero point over `[lo, hi]` (which holds 0), as the dynamic path computes them.
+fn static_scale(lo: f32, hi: f32) -> ActivationScale {
+    if hi - lo <= 0.0 || !(hi - lo).is_finite() {
+        return ActivationScale { scale: 1.0, zero: 0 };
+    }
+    let scale = (hi - lo) / 255.0;
+    let zero = if lo < 0.0 { round_to_i32(-lo * 255.0 / (hi - lo)).clamp(0, 255) } else { 0 };
+    ActivationScale { scale, zero }
 }
 
 /// Index of the largest logit (the first on ties; NaNs never win).

@@ -178,10 +178,29 @@ pub struct Metadata {
     pub source_sha256: [u8; 32],
     pub test_correct: u32,
     pub test_examples: u32,
+    /// Static input scales, one per conv or dense layer (`kiln convert --activations static`); empty for
+    /// dynamic activations.
+    pub activations: Vec<kiln_core::kernels::ActivationScale>,
 }
 
 fn u32_of(v: usize, what: &str) -> Result<u32, PackError> {
     u32::try_from(v).map_err(|_| PackError::Limit(format!("{what} {v} does not fit in 32 bits")))
+}
+
+/// The activation-scales section (empty when there are none): count, reserved, then scale and zero point
+/// per layer.
+fn activation_bytes(scales: &[kiln_core::kernels::ActivationScale]) -> Result<Vec<u8>, PackError> {
+    if scales.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut b = Vec::with_capacity(8 + scales.len() * fmt_spec::ACTIVATION_ENTRY_LEN);
+    b.extend(u32_of(scales.len(), "activation scale count")?.to_le_bytes());
+    b.extend(0u32.to_le_bytes());
+    for s in scales {
+        b.extend(s.scale.to_le_bytes());
+        b.extend(u32_of(s.zero.max(0) as usize, "zero point")?.to_le_bytes());
+    }
+    Ok(b)
 }
 
 fn meta_bytes(meta: &Metadata) -> Result<Vec<u8>, PackError> {
@@ -242,13 +261,16 @@ pub fn write(layers: &[Layer], params: &[(PackedTensor, PackedTensor)], meta: &M
         }
     }
 
+    let activations = activation_bytes(&meta.activations)?;
     let meta = meta_bytes(meta)?;
-    let sections_len = 4 * fmt_spec::SECTION_ENTRY_LEN;
+    let section_count = if activations.is_empty() { 4 } else { 5 };
+    let sections_len = section_count * fmt_spec::SECTION_ENTRY_LEN;
     let meta_at = fmt_spec::HEADER_LEN + sections_len;
     let graph_at = (meta_at + meta.len()).next_multiple_of(fmt_spec::SECTION_ALIGN);
     let table_at = (graph_at + graph.len()).next_multiple_of(fmt_spec::SECTION_ALIGN);
     let table_len = 8 + tensors.len() * fmt_spec::TENSOR_ENTRY_LEN;
-    let data_at = (table_at + table_len).next_multiple_of(fmt_spec::ALIGN);
+    let activations_at = (table_at + table_len).next_multiple_of(fmt_spec::SECTION_ALIGN);
+    let data_at = (activations_at + activations.len()).next_multiple_of(fmt_spec::ALIGN);
 
     // Lay out the data section and the tensor table together.
     let mut table = Vec::with_capacity(table_len);
@@ -291,15 +313,16 @@ pub fn write(layers: &[Layer], params: &[(PackedTensor, PackedTensor)], meta: &M
     file[..8].copy_from_slice(&fmt_spec::MAGIC);
     file[8..10].copy_from_slice(&fmt_spec::VERSION_MAJOR.to_le_bytes());
     file[10..12].copy_from_slice(&fmt_spec::VERSION_MINOR.to_le_bytes());
-    file[20..24].copy_from_slice(&4u32.to_le_bytes());
+    file[20..24].copy_from_slice(&(section_count as u32).to_le_bytes());
     file[24..32].copy_from_slice(&(data_end as u64).to_le_bytes());
     let sections = [
         (fmt_spec::SECTION_META, meta_at, meta.len()),
         (fmt_spec::SECTION_GRAPH, graph_at, graph.len()),
         (fmt_spec::SECTION_TENSORS, table_at, table.len()),
         (fmt_spec::SECTION_DATA, data_at, data_end - data_at),
+        (fmt_spec::SECTION_ACTIVATIONS, activations_at, activations.len()),
     ];
-    for (i, (kind, at, len)) in sections.into_iter().enumerate() {
+    for (i, (kind, at, len)) in sections.into_iter().take(section_count).enumerate() {
         let e = &mut file[fmt_spec::HEADER_LEN + i * fmt_spec::SECTION_ENTRY_LEN..][..fmt_spec::SECTION_ENTRY_LEN];
         e[..4].copy_from_slice(&kind.to_le_bytes());
         e[8..16].copy_from_slice(&(at as u64).to_le_bytes());
@@ -308,6 +331,7 @@ pub fn write(layers: &[Layer], params: &[(PackedTensor, PackedTensor)], meta: &M
     file[meta_at..][..meta.len()].copy_from_slice(&meta);
     file[graph_at..][..graph.len()].copy_from_slice(&graph);
     file[table_at..][..table.len()].copy_from_slice(&table);
+    file[activations_at..][..activations.len()].copy_from_slice(&activations);
     for (at, bytes) in regions {
         file[at..][..bytes.len()].copy_from_slice(bytes);
     }

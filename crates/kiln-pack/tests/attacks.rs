@@ -366,6 +366,45 @@ fn every_single_byte_change_is_rejected_or_harmless() {
 }
 
 #[test]
+fn bad_activation_scales_are_rejected() {
+    let file = common::packed_static(Quant::Int8);
+    let model = Model::from_bytes(&file).unwrap();
+    assert!(model.has_static_activations());
+    // The section is the one of kind 5 in the section table.
+    let entry = (0..5).map(|i| 32 + 24 * i).find(|&e| file[e] == 5).unwrap();
+    let at = u64::from_le_bytes(file[entry + 8..entry + 16].try_into().unwrap()) as usize;
+    let cases: [(usize, [u8; 4], &str); 4] = [
+        (at + 8, f32::NAN.to_le_bytes(), "a scale is not finite and positive"),
+        (at + 8, (-1.0f32).to_le_bytes(), "a scale is not finite and positive"),
+        (at + 12, 256u32.to_le_bytes(), "a zero point is above 255"),
+        (at, 2u32.to_le_bytes(), "the entry count is not the number of conv and dense layers"),
+    ];
+    for (offset, bytes, reason) in cases {
+        let mut f = file.clone();
+        f[offset..offset + 4].copy_from_slice(&bytes);
+        common::restamp(&mut f);
+        assert_eq!(Model::from_bytes(&f).unwrap_err(), FormatError::BadActivationScales { reason }, "{reason}");
+    }
+    // Static scales on a layer that does not run on integers.
+    let mut meta = common::metadata("f32");
+    meta.activations = model
+        .plan()
+        .steps()
+        .filter_map(|s| s.params)
+        .map(|_| kiln_core::kernels::ActivationScale { scale: 0.1, zero: 0 })
+        .collect();
+    let params: Vec<_> = common::params(1)
+        .chunks(2)
+        .map(|p| {
+            let t = |x: &(String, Vec<usize>, Vec<f32>)| kiln_pack::pack_tensor(&x.0, &x.1, &x.2, Quant::F32).unwrap();
+            (t(&p[0]), t(&p[1]))
+        })
+        .collect();
+    let error = kiln_pack::write(&common::layers(), &params, &meta).unwrap_err();
+    assert!(error.to_string().contains("static activations need int8, int4 or int2 weights"), "{error}");
+}
+
+#[test]
 fn fuzz_seeds_are_current() {
     // The fuzz target (crates/kiln-core/fuzz) starts from one valid file per weight type.
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../kiln-core/fuzz/seeds/from_bytes");
@@ -382,5 +421,16 @@ fn fuzz_seeds_are_current() {
         let committed = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         assert!(committed == bytes, "{}: differs from the writer's output; regenerate", path.display());
         Model::from_bytes(&committed).unwrap();
+    }
+    // And the static-activation files the session tests run.
+    for quant in [Quant::Int8, Quant::Int4 { block: 32 }] {
+        let path = dir.join(format!("{}_static.kiln", quant.to_string().replace('/', "_")));
+        let bytes = common::packed_static(quant);
+        if regenerate {
+            std::fs::write(&path, &bytes).unwrap();
+        }
+        let committed = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(committed == bytes, "{}: differs from the writer's output; regenerate", path.display());
+        assert!(Model::from_bytes(&committed).unwrap().has_static_activations());
     }
 }

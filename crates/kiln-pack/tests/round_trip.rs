@@ -3,7 +3,7 @@
 mod common;
 
 use kiln_core::format::{DType, Model};
-use kiln_core::reference::{self, LayerParams};
+use kiln_core::reference::{self, LayerInput, LayerParams};
 use kiln_core::runtime;
 use kiln_pack::Quant;
 
@@ -79,11 +79,19 @@ fn dequantized(quant: Quant) -> Vec<Vec<f32>> {
 }
 
 fn reference_logits(params: &[Vec<f32>], input: &[f32], n: usize) -> Vec<f32> {
+    reference_logits_with(params, input, n, &[])
+}
+
+/// [`reference_logits`] with each layer's input quantized as `inputs` says (the runtime's integer path).
+fn reference_logits_with(params: &[Vec<f32>], input: &[f32], n: usize, inputs: &[LayerInput]) -> Vec<f32> {
     let layer_params: Vec<LayerParams> =
         params.chunks(2).map(|p| LayerParams { weights: &p[0], bias: &p[1] }).collect();
     let len = n * kiln_core::network::max_activation_len(&common::layers(), common::INPUT).unwrap();
     let (mut a, mut b) = (vec![0.0; len], vec![0.0; len]);
-    reference::forward(&common::layers(), common::INPUT, n, input, &layer_params, &mut a, &mut b).unwrap().to_vec()
+    let layers = common::layers();
+    reference::forward_integer_path(&layers, common::INPUT, n, input, &layer_params, inputs, &mut a, &mut b)
+        .unwrap()
+        .to_vec()
 }
 
 /// The largest absolute difference and the largest magnitude of `want`.
@@ -107,10 +115,16 @@ fn quantized_logits_are_the_dequantized_networks_and_near_the_f32_ones() {
         (Quant::Int2 { block: 16 }, 0.65),
     ] {
         let got = run_packed(&common::packed(quant), &input(n), n);
-        // Exactly the network the file holds (up to summation order): the weights as kiln-pack dequantizes them.
-        let want = reference_logits(&dequantized(quant), &input(n), n);
+        // Exactly the network the file holds (up to summation order): the weights as kiln-pack dequantizes
+        // them, and for integer weights each layer's input on 8-bit levels, as the runtime's integer path
+        // runs it. That path also requantizes int4 and int2 weights to per-channel int8, which moves each
+        // by at most half an int8 step: a little slack for those.
+        let integer = !matches!(quant, Quant::F32 | Quant::F16);
+        let inputs = vec![if integer { LayerInput::Dynamic } else { LayerInput::F32 }; 3];
+        let want = reference_logits_with(&dequantized(quant), &input(n), n, &inputs);
         let (error, scale) = error_and_scale(&got, &want);
-        assert!(error <= 1e-5 * scale.max(1.0), "{quant}: {got:?} vs the dequantized network's {want:?}");
+        let slack = if matches!(quant, Quant::Int4 { .. } | Quant::Int2 { .. }) { 1e-2 } else { 1e-5 };
+        assert!(error <= slack * scale.max(1.0), "{quant}: {got:?} vs the dequantized network's {want:?}");
         // And near the f32 network's.
         let (error, scale) = error_and_scale(&got, &exact);
         assert!(scale > 0.1, "the f32 logits {exact:?} are too small to measure against");

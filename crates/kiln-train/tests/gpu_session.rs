@@ -39,6 +39,7 @@ fn metadata(name: &str, input: kiln_core::Shape, quantization: &str) -> Metadata
         source_sha256: [0; 32],
         test_correct: 0,
         test_examples: 0,
+        activations: Vec::new(),
     }
 }
 

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
 use kiln_pack::convert::{self, Conversion, Measurement, Source};
 use kiln_pack::eval::EvalOptions;
@@ -38,8 +38,28 @@ pub struct ConvertArgs {
     /// Skip measuring the accuracy.
     #[arg(long, overrides_with = "eval")]
     pub no_eval: bool,
+    /// How the integer path quantizes activations: `dynamic` (per image and layer, from its own range) or
+    /// `static` (scales calibrated on training images and stored in the file: 8-bit activations throughout,
+    /// a smaller arena, no per-image range pass). Needs integer weights (int8, int4, int2, mixed).
+    #[arg(long, default_value = "dynamic", value_parser = ["dynamic", "static"])]
+    pub activations: String,
+    /// Training images `--activations static` calibrates on.
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub calibration_images: u32,
     #[command(flatten)]
     pub data: DataArgs,
+}
+
+/// The first `count` images of `data` (all of them if it has fewer).
+fn first_images(data: &Dataset, count: usize) -> Dataset {
+    let count = count.min(data.len());
+    let pixels = count * data.rows * data.cols;
+    Dataset {
+        rows: data.rows,
+        cols: data.cols,
+        pixels: data.pixels[..pixels].to_vec(),
+        labels: data.labels[..count].to_vec(),
+    }
 }
 
 /// The checkpoint a file or directory argument names, opened (every tensor's CRC-32 checked).
@@ -72,7 +92,7 @@ pub fn print_report(source: &Source, conversion: &Conversion<'_>, measured: Opti
     let mut rows = vec![(label.to_string(), source.len, None, None, None)];
     let bits = Some(conversion.bits_per_weight());
     let packed = conversion.file().len();
-    let description = conversion.plan().description.clone();
+    let description = conversion.metadata().quantization.clone();
     match measured {
         Some(m) => {
             rows.push((
@@ -134,6 +154,20 @@ pub fn cmd_convert(args: ConvertArgs) -> Result<()> {
             Err(e) => return Err(e),
         }
     };
+    if args.activations == "static" {
+        let loaded;
+        let train = match &data {
+            Some(data) => &data.train,
+            None => {
+                loaded = load_data(&args.data).context("--activations static calibrates on training images")?;
+                &loaded.train
+            }
+        };
+        let calibration = first_images(train, args.calibration_images as usize);
+        let options = EvalOptions::new(threads(&args.data));
+        conversion.make_static(&calibration, &options).context("--activations static")?;
+        eprintln!("calibrated static activation scales on {} training images", calibration.len());
+    }
     let measured = match &data {
         Some(data) => Some(measure(&mut conversion, &data.test, threads(&args.data))?),
         None => None,

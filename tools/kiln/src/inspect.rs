@@ -107,11 +107,25 @@ pub fn cmd_inspect(args: InspectArgs) -> Result<()> {
     let batch = args.batch as usize;
     for n in [1, batch] {
         // The exact figure Session::new asks for (Model::arena_size), so a user can size a static arena.
+        let working = if model.has_static_activations() {
+            let layout = runtime::StaticLayout::new(&model, n);
+            format!(
+                "two ping-pong buffers of {} 8-bit levels each, {} bytes of integer scratch and {} f32 logits",
+                thousands(layout.buffer),
+                thousands(layout.second - layout.buffer - layout.logits),
+                thousands(layout.logits / 4)
+            )
+        } else {
+            format!(
+                "two ping-pong buffers of {} f32 each, {} f32 of integer scratch",
+                thousands(runtime::activation_len(&model, n)),
+                thousands(runtime::scratch_len(&model, n) - runtime::activation_len(&model, n))
+            )
+        };
         println!(
-            "session arena at batch {n:>4}: {} bytes (two ping-pong buffers of {} f32 each, plus {} f32 of \
-             probabilities; the weights are read in place)",
+            "session arena at batch {n:>4}: {} bytes ({working}, plus {} f32 of probabilities; the weights are \
+             read in place)",
             thousands(model.arena_size(n)),
-            thousands(runtime::scratch_len(&model, n)),
             thousands(n * model.metadata().classes)
         );
     }

@@ -710,8 +710,9 @@ unsafe fn gemm<S: Fn(usize, usize) -> Option<usize>, K: Sink, M: IntMicro, const
     let mut staged = [0i8; PANEL_BYTES];
     let mut packed = [0i8; PANEL_BYTES];
     let mut column_sums = [0i32; WIDTH];
-    for w0 in (0..cout).step_by(WIDTH) {
-        let width = WIDTH.min(cout - w0);
+    let pass_width = sink.pass_width();
+    for w0 in (0..cout).step_by(pass_width) {
+        let width = pass_width.min(cout - w0);
         let blocks = width / COLS;
         // Rows per pass: a multiple of 4 whose packed blocks (and requantized rows) fit their buffers.
         let panel_rows = (PANEL_BYTES / width / 4 * 4).clamp(4, PANEL_BYTES / COLS).min(cin);
@@ -864,6 +865,8 @@ trait Sink {
     fn layout(&self, s0: usize, w0: usize, width: usize) -> (usize, usize);
     /// The most pixels a span of `width` channels may hold.
     fn span_pixels(&self, width: usize) -> usize;
+    /// Channels per pass over the weights (at most [`WIDTH`], a multiple of [`COLS`]).
+    fn pass_width(&self) -> usize;
     /// The most channels one pass of a matrix–vector product may hold.
     fn gemv_width(&self) -> usize;
     /// Pixel `p` is done: its accumulators for channels `w0..w0 + width` start at `at`.
@@ -897,6 +900,9 @@ impl Sink for InPlace<'_> {
     }
     fn gemv_width(&self) -> usize {
         GEMV_WIDTH
+    }
+    fn pass_width(&self) -> usize {
+        WIDTH
     }
     #[inline(always)]
     fn finish<M: IntMicro>(
@@ -933,6 +939,10 @@ impl Sink for Requantized<'_> {
     }
     fn gemv_width(&self) -> usize {
         self.accumulators.len().min(GEMV_WIDTH)
+    }
+    fn pass_width(&self) -> usize {
+        // Narrow passes, so that a span holds at least 32 pixels to share each packed panel.
+        (self.accumulators.len() / 32 / COLS * COLS).clamp(COLS, WIDTH)
     }
     #[inline(always)]
     fn finish<M: IntMicro>(

@@ -50,11 +50,26 @@ pub fn metadata(quant: &str) -> Metadata {
         source_sha256: [0xab; 32],
         test_correct: 9,
         test_examples: 10,
+        activations: Vec::new(),
     }
 }
 
 /// The fixture packed with `quant` for every weight tensor.
 pub fn packed(quant: Quant) -> Vec<u8> {
+    packed_with(quant, Vec::new())
+}
+
+/// The fixture packed with `quant` and static activation scales calibrated (through kiln-pack's
+/// calibration) on 40 fixed pseudo-random images.
+pub fn packed_static(quant: Quant) -> Vec<u8> {
+    let dynamic = packed(quant);
+    let pixels: Vec<u8> = (0..40 * INPUT.len()).map(|i| ((i * 2654435761usize) >> 7) as u8).collect();
+    let images = kiln_pack::eval::Images { rows: INPUT.h, cols: INPUT.w, pixels: &pixels };
+    let scales = kiln_pack::eval::calibrate(&dynamic, images, &kiln_pack::eval::EvalOptions::new(1)).unwrap();
+    packed_with(quant, scales)
+}
+
+fn packed_with(quant: Quant, activations: Vec<kiln_core::kernels::ActivationScale>) -> Vec<u8> {
     let params = params(1);
     let tensors: Vec<(PackedTensor, PackedTensor)> = params
         .chunks(2)
@@ -63,7 +78,9 @@ pub fn packed(quant: Quant) -> Vec<u8> {
             (pack_tensor(&w.0, &w.1, &w.2, quant).unwrap(), pack_tensor(&b.0, &b.1, &b.2, Quant::F32).unwrap())
         })
         .collect();
-    write(&layers(), &tensors, &metadata(&quant.to_string())).unwrap()
+    let suffix = if activations.is_empty() { "" } else { ", static activations" };
+    let meta = Metadata { activations, ..metadata(&format!("{quant}{suffix}")) };
+    write(&layers(), &tensors, &meta).unwrap()
 }
 
 /// Rewrites the checksum after a deliberate edit, so the reader gets past it to the rule under test.
