@@ -870,6 +870,7 @@ trait Sink {
     /// The most channels one pass of a matrix–vector product may hold.
     fn gemv_width(&self) -> usize;
     /// Pixel `p` is done: its accumulators for channels `w0..w0 + width` start at `at`.
+    #[allow(clippy::too_many_arguments)]
     fn finish<M: IntMicro>(
         &mut self,
         p: usize,
@@ -905,6 +906,7 @@ impl Sink for InPlace<'_> {
         WIDTH
     }
     #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
     fn finish<M: IntMicro>(
         &mut self,
         _: usize,
@@ -945,6 +947,7 @@ impl Sink for Requantized<'_> {
         (self.accumulators.len() / 32 / COLS * COLS).clamp(COLS, WIDTH)
     }
     #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
     fn finish<M: IntMicro>(
         &mut self,
         p: usize,
@@ -1067,9 +1070,8 @@ unsafe fn gemv<S: Fn(usize, usize) -> Option<usize>, K: Sink, M: IntMicro>(
     let IntGemm { input, scales, pixels, cin, ref source, cout, .. } = *g;
     let mut staged = [0i8; PANEL_BYTES];
     let mut column_sums = [0i32; GEMV_WIDTH];
-    for p in 0..pixels {
+    for (p, &ActivationScale { scale: sx, zero }) in scales.iter().enumerate().take(pixels) {
         let x = source(p, 0).map_or(&input[..0], |start| &input[start..start + cin]);
-        let ActivationScale { scale: sx, zero } = scales[p];
         let gemv_width = sink.gemv_width();
         for w0 in (0..cout).step_by(gemv_width) {
             let width = gemv_width.min(cout - w0);
