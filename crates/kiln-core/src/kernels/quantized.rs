@@ -26,6 +26,9 @@ const COLS: usize = 64;
 const WIDTH: usize = 512;
 /// Bytes of the int8 panel that int4 and int2 rows are requantized into (stays in L1).
 const PANEL_BYTES: usize = 16384;
+/// Bytes of packed int8 weights per pass: deep passes load and store each pixel's accumulators less
+/// often (one block of them, `rows × 64` bytes, is what a pixel group sweeps, and stays in L1).
+const PACKED_BYTES: usize = 65536;
 
 /// How one image's input was quantized: `x ≈ (q − zero) × scale`.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -165,15 +168,75 @@ pub fn conv2d_3x3_same_quantized(
     check("input", input.len(), n * h * w * cin)?;
     check("output", output.len(), n * h * w * cout)?;
     check("scales", scales.len(), n)?;
-    let source = |pixel: usize, tap: usize| {
-        let (image, y, x) = (pixel / (h * w), pixel / w % h, pixel % w);
-        // SAME padding: the tap at offset (ky-1, kx-1) reads zero outside the image.
-        let iy = (y + tap / 3).checked_sub(1).filter(|&iy| iy < h)?;
-        let ix = (x + tap % 3).checked_sub(1).filter(|&ix| ix < w)?;
-        Some(((image * h + iy) * w + ix) * cin)
-    };
-    let g = IntGemm { input, scales, pixels_per_image: h * w, pixels: n * h * w, taps: 9, cin, source, cout };
+    let geometry = Geometry::Conv3x3 { h, w, cin };
+    if cin <= PATCH_MAX_CIN {
+        return conv_by_patches(isa, input, scales, (n, h, w, cin), geometry, weights, bias, cout, channels, output);
+    }
+    let g = IntGemm { input, scales, pixels_per_image: h * w, pixels: n * h * w, taps: 9, cin, geometry, cout };
     run(isa, &g, weights, bias, channels, output)
+}
+
+/// Convs with at most this many input channels gather each pixel's 3×3 patch first.
+const PATCH_MAX_CIN: usize = 4;
+/// Pixels per batch of gathered patches.
+const PATCH_PIXELS: usize = 64;
+
+/// A conv on few input channels (a network's first layer: one channel) as a dense layer over 3×3
+/// patches gathered a tile at a time: one pass of `9 · cin` rows instead of nine passes of `cin` rows,
+/// which would leave the four-row dot products mostly empty. Taps outside the image take the zero point.
+#[allow(clippy::too_many_arguments)]
+fn conv_by_patches(
+    isa: Isa,
+    input: &[u8],
+    scales: &[ActivationScale],
+    (n, h, w, cin): (usize, usize, usize, usize),
+    geometry: Geometry,
+    weights: &Values<'_>,
+    bias: &Values<'_>,
+    cout: usize,
+    channels: &mut [f32],
+    mut output: QuantizedOutput<'_>,
+) -> Result<(), LengthError> {
+    let k = 9 * cin;
+    let mut patches = [0u8; PATCH_PIXELS * 9 * PATCH_MAX_CIN];
+    let mut pixel_scales = [ActivationScale::default(); PATCH_PIXELS];
+    let pixels = n * h * w;
+    let mut at = geometry.locate(0);
+    for p0 in (0..pixels).step_by(PATCH_PIXELS) {
+        let tile = PATCH_PIXELS.min(pixels - p0);
+        for t in 0..tile {
+            let scale = scales[at.image];
+            pixel_scales[t] = scale;
+            for tap in 0..9 {
+                let patch = &mut patches[t * k + tap * cin..][..cin];
+                match geometry.source(at, tap) {
+                    Some(start) => patch.copy_from_slice(&input[start..start + cin]),
+                    None => patch.fill(scale.zero as u8),
+                }
+            }
+            at = geometry.next(at);
+        }
+        let _ = (n, h, w);
+        let g = IntGemm {
+            input: &patches[..tile * k],
+            scales: &pixel_scales[..tile],
+            pixels_per_image: 1,
+            pixels: tile,
+            taps: 1,
+            cin: k,
+            geometry: Geometry::Rows { cin: k },
+            cout,
+        };
+        let rows = p0 * cout..(p0 + tile) * cout;
+        let part = match &mut output {
+            QuantizedOutput::F32(out) => QuantizedOutput::F32(&mut out[rows]),
+            QuantizedOutput::Levels { out, scale, accumulators } => {
+                QuantizedOutput::Levels { out: &mut out[rows], scale: *scale, accumulators }
+            }
+        };
+        run(isa, &g, weights, bias, channels, part)?;
+    }
+    Ok(())
 }
 
 /// Fully connected layer on quantized input `[n,cin]` with int8/int4/int2 weights `[cin,cout]`; output
@@ -194,22 +257,83 @@ pub fn dense_quantized(
     check("input", input.len(), n * cin)?;
     check("output", output.len(), n * cout)?;
     check("scales", scales.len(), n)?;
-    let source = |row: usize, _| Some(row * cin);
-    let g = IntGemm { input, scales, pixels_per_image: 1, pixels: n, taps: 1, cin, source, cout };
+    let g =
+        IntGemm { input, scales, pixels_per_image: 1, pixels: n, taps: 1, cin, geometry: Geometry::Rows { cin }, cout };
     run(isa, &g, weights, bias, channels, output)
 }
 
 /// One implicit GEMM in integers: `acc[p, o] = Σ_tap Σ_c (input[source(p, tap) + c] − zero) · level[(tap·cin
-/// + c)·cout + o]`, where a tap whose `source` is `None` reads the quantized zero.
-struct IntGemm<'a, S> {
+/// + c)·cout + o]`, where a tap whose [`Geometry::source`] is `None` reads the quantized zero.
+struct IntGemm<'a> {
     input: &'a [u8],
     scales: &'a [ActivationScale],
     pixels_per_image: usize,
     pixels: usize,
     taps: usize,
     cin: usize,
-    source: S,
+    geometry: Geometry,
     cout: usize,
+}
+
+/// Where each output pixel's input rows are.
+#[derive(Clone, Copy, Debug)]
+enum Geometry {
+    /// Row `p` of `[pixels, cin]` (dense layers, gathered patches): one tap.
+    Rows { cin: usize },
+    /// A 3×3 SAME conv over `[n, h, w, cin]` images: nine taps.
+    Conv3x3 { h: usize, w: usize, cin: usize },
+}
+
+/// An output pixel's image and position, stepped through without dividing.
+#[derive(Clone, Copy, Debug)]
+struct Location {
+    pixel: usize,
+    image: usize,
+    y: usize,
+    x: usize,
+}
+
+impl Geometry {
+    #[inline(always)]
+    fn locate(&self, pixel: usize) -> Location {
+        match *self {
+            Geometry::Rows { .. } => Location { pixel, image: pixel, y: 0, x: 0 },
+            Geometry::Conv3x3 { h, w, .. } => {
+                Location { pixel, image: pixel / (h * w), y: pixel / w % h, x: pixel % w }
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn next(&self, at: Location) -> Location {
+        match *self {
+            Geometry::Rows { .. } => Location { pixel: at.pixel + 1, image: at.image + 1, y: 0, x: 0 },
+            Geometry::Conv3x3 { h, w, .. } => {
+                let (mut image, mut y, mut x) = (at.image, at.y, at.x + 1);
+                if x == w {
+                    (x, y) = (0, y + 1);
+                    if y == h {
+                        (y, image) = (0, image + 1);
+                    }
+                }
+                Location { pixel: at.pixel + 1, image, y, x }
+            }
+        }
+    }
+
+    /// Where tap `tap` of the pixel at `at` reads its `cin` inputs, or `None` outside the image (SAME
+    /// padding: the tap at offset (ky−1, kx−1) reads the quantized zero there).
+    #[inline(always)]
+    fn source(&self, at: Location, tap: usize) -> Option<usize> {
+        match *self {
+            Geometry::Rows { cin } => Some(at.pixel * cin),
+            Geometry::Conv3x3 { h, w, cin } => {
+                let iy = (at.y + tap / 3).checked_sub(1).filter(|&iy| iy < h)?;
+                let ix = (at.x + tap % 3).checked_sub(1).filter(|&ix| ix < w)?;
+                Some(((at.image * h + iy) * w + ix) * cin)
+            }
+        }
+    }
 }
 
 /// The weights as the kernels read them.
@@ -230,9 +354,9 @@ impl Levels<'_> {
     }
 }
 
-fn run<S: Fn(usize, usize) -> Option<usize>>(
+fn run(
     isa: Isa,
-    g: &IntGemm<'_, S>,
+    g: &IntGemm<'_>,
     weights: &Values<'_>,
     bias: &Values<'_>,
     channels: &mut [f32],
@@ -272,13 +396,7 @@ fn run<S: Fn(usize, usize) -> Option<usize>>(
 
 /// Runs [`gemm`] compiled for `isa`, or the portable build if this CPU lacks it.
 #[inline]
-fn dispatch<S: Fn(usize, usize) -> Option<usize>, K: Sink>(
-    isa: Isa,
-    g: &IntGemm<'_, S>,
-    levels: Levels<'_>,
-    bias: &Values<'_>,
-    out: &mut K,
-) {
+fn dispatch<K: Sink>(isa: Isa, g: &IntGemm<'_>, levels: Levels<'_>, bias: &Values<'_>, out: &mut K) {
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
     {
         if isa == Isa::Avx512Vnni && isa.is_available() {
@@ -292,7 +410,7 @@ fn dispatch<S: Fn(usize, usize) -> Option<usize>, K: Sink>(
     }
     let _ = isa;
     // SAFETY: the portable micro-kernel needs no CPU feature.
-    unsafe { gemm::<S, K, Portable, 4>(g, levels, bias, out) }
+    unsafe { gemm::<K, Portable, 4>(g, levels, bias, out) }
 }
 
 /// One build's innermost loops over a block of [`COLS`] output channels.
@@ -305,6 +423,9 @@ fn dispatch<S: Fn(usize, usize) -> Option<usize>, K: Sink>(
 trait IntMicro {
     /// The channel (within its block) that accumulator position `s` holds.
     fn channel(s: usize) -> usize;
+
+    /// Puts one block's accumulators back in channel order.
+    unsafe fn unpermute(block: &mut [i32; COLS]);
 
     /// Copies rows `0..rows` of one block (`COLS` levels from `w[j·stride]`) into `packed`, in the layout
     /// [`IntMicro::group`] reads; `packed` holds `rows` rounded up to 4, times `COLS`, bytes.
@@ -363,6 +484,9 @@ impl IntMicro for Portable {
     fn channel(s: usize) -> usize {
         s
     }
+
+    #[inline(always)]
+    unsafe fn unpermute(_: &mut [i32; COLS]) {}
 
     #[inline(always)]
     unsafe fn pack(w: &[i8], stride: usize, rows: usize, packed: &mut [i8]) {
@@ -428,21 +552,11 @@ mod x86 {
     ///
     /// # Safety
     /// The CPU must support AVX2.
-    pub(super) unsafe fn gemm_avx2<S: Fn(usize, usize) -> Option<usize>, K: Sink>(
-        g: &IntGemm<'_, S>,
-        levels: Levels<'_>,
-        bias: &Values<'_>,
-        out: &mut K,
-    ) {
+    pub(super) unsafe fn gemm_avx2<K: Sink>(g: &IntGemm<'_>, levels: Levels<'_>, bias: &Values<'_>, out: &mut K) {
         #[target_feature(enable = "avx2,fma")]
-        unsafe fn inner<S: Fn(usize, usize) -> Option<usize>, K: Sink>(
-            g: &IntGemm<'_, S>,
-            levels: Levels<'_>,
-            bias: &Values<'_>,
-            out: &mut K,
-        ) {
+        unsafe fn inner<K: Sink>(g: &IntGemm<'_>, levels: Levels<'_>, bias: &Values<'_>, out: &mut K) {
             // SAFETY: the portable loops need only what `inner` is compiled for.
-            unsafe { gemm::<S, K, Portable, 4>(g, levels, bias, out) }
+            unsafe { gemm::<K, Portable, 4>(g, levels, bias, out) }
         }
         // SAFETY: the caller guarantees AVX2 (and FMA, which every AVX2 CPU Kiln detects has).
         unsafe { inner(g, levels, bias, out) }
@@ -450,21 +564,11 @@ mod x86 {
 
     /// # Safety
     /// The CPU must support AVX-512F, AVX-512BW and AVX-512 VNNI (`Isa::Avx512Vnni.is_available()`).
-    pub(super) unsafe fn gemm_vnni<S: Fn(usize, usize) -> Option<usize>, K: Sink>(
-        g: &IntGemm<'_, S>,
-        levels: Levels<'_>,
-        bias: &Values<'_>,
-        out: &mut K,
-    ) {
+    pub(super) unsafe fn gemm_vnni<K: Sink>(g: &IntGemm<'_>, levels: Levels<'_>, bias: &Values<'_>, out: &mut K) {
         #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vnni")]
-        unsafe fn inner<S: Fn(usize, usize) -> Option<usize>, K: Sink>(
-            g: &IntGemm<'_, S>,
-            levels: Levels<'_>,
-            bias: &Values<'_>,
-            out: &mut K,
-        ) {
+        unsafe fn inner<K: Sink>(g: &IntGemm<'_>, levels: Levels<'_>, bias: &Values<'_>, out: &mut K) {
             // SAFETY: `inner` runs only with the features `Vnni` needs.
-            unsafe { gemm::<S, K, Vnni, 6>(g, levels, bias, out) }
+            unsafe { gemm::<K, Vnni, 6>(g, levels, bias, out) }
         }
         // SAFETY: the caller guarantees the features.
         unsafe { inner(g, levels, bias, out) }
@@ -566,6 +670,33 @@ mod x86 {
         fn channel(s: usize) -> usize {
             let (v, lane, e) = (s / 16, s % 16 / 4, s % 4);
             16 * lane + 4 * v + e
+        }
+
+        /// The permutation swaps register and 128-bit lane: a 4×4 transpose of lanes.
+        #[inline(always)]
+        unsafe fn unpermute(block: &mut [i32; COLS]) {
+            #[target_feature(enable = "avx512f")]
+            unsafe fn inner(block: *mut i32) {
+                // SAFETY: 64 values from `block`.
+                unsafe {
+                    let c: [__m512i; 4] = core::array::from_fn(|v| _mm512_loadu_si512(block.add(16 * v).cast()));
+                    let t0 = _mm512_shuffle_i32x4::<0x44>(c[0], c[1]);
+                    let t1 = _mm512_shuffle_i32x4::<0xEE>(c[0], c[1]);
+                    let t2 = _mm512_shuffle_i32x4::<0x44>(c[2], c[3]);
+                    let t3 = _mm512_shuffle_i32x4::<0xEE>(c[2], c[3]);
+                    let out = [
+                        _mm512_shuffle_i32x4::<0x88>(t0, t2),
+                        _mm512_shuffle_i32x4::<0xDD>(t0, t2),
+                        _mm512_shuffle_i32x4::<0x88>(t1, t3),
+                        _mm512_shuffle_i32x4::<0xDD>(t1, t3),
+                    ];
+                    for (v, o) in out.iter().enumerate() {
+                        _mm512_storeu_si512(block.add(16 * v).cast(), *o);
+                    }
+                }
+            }
+            // SAFETY: the caller has the features (the trait's contract).
+            unsafe { inner(block.as_mut_ptr()) }
         }
 
         #[inline(always)]
@@ -680,7 +811,7 @@ mod x86 {
     }
 }
 
-fn taps_one_and_few_rows<S>(g: &IntGemm<'_, S>) -> bool {
+fn taps_one_and_few_rows(g: &IntGemm<'_>) -> bool {
     g.taps == 1 && g.pixels <= GEMV_MAX_ROWS
 }
 
@@ -696,26 +827,33 @@ const PACK_MIN_PIXELS: usize = 6;
 /// # Safety
 /// The CPU must have the features micro-kernel `M` is built for.
 #[inline(always)]
-unsafe fn gemm<S: Fn(usize, usize) -> Option<usize>, K: Sink, M: IntMicro, const PIX: usize>(
-    g: &IntGemm<'_, S>,
+unsafe fn gemm<K: Sink, M: IntMicro, const PIX: usize>(
+    g: &IntGemm<'_>,
     levels: Levels<'_>,
     bias: &Values<'_>,
     sink: &mut K,
 ) {
     if taps_one_and_few_rows(g) {
         // SAFETY: passed on from this function's caller.
-        return unsafe { gemv::<S, K, M>(g, levels, bias, sink) };
+        return unsafe { gemv::<K, M>(g, levels, bias, sink) };
     }
-    let IntGemm { input, scales, pixels_per_image, pixels, taps, cin, ref source, cout } = *g;
+    let IntGemm { input, scales, pixels_per_image, pixels, taps, cin, geometry, cout } = *g;
     let mut staged = [0i8; PANEL_BYTES];
-    let mut packed = [0i8; PANEL_BYTES];
+    let mut packed = [0i8; PACKED_BYTES];
     let mut column_sums = [0i32; WIDTH];
     let pass_width = sink.pass_width();
+    let (mut scale_run, mut bias_run) = ([0.0f32; WIDTH], [0.0f32; WIDTH]);
     for w0 in (0..cout).step_by(pass_width) {
         let width = pass_width.min(cout - w0);
+        for (j, s) in scale_run[..width].iter_mut().enumerate() {
+            *s = levels.scale(w0 + j);
+        }
+        bias.decode(w0, &mut bias_run[..width]);
+        let run = Channels { scales: &scale_run[..width], bias: &bias_run[..width] };
         let blocks = width / COLS;
         // Rows per pass: a multiple of 4 whose packed blocks (and requantized rows) fit their buffers.
-        let panel_rows = (PANEL_BYTES / width / 4 * 4).clamp(4, PANEL_BYTES / COLS).min(cin);
+        let budget = if matches!(levels, Levels::Int8 { .. }) { PACKED_BYTES } else { PANEL_BYTES };
+        let panel_rows = (budget / width / 4 * 4).clamp(4, budget / COLS).min(cin);
         // Pixels per span: the span's accumulators (in `out`) stay in L2 while each pass's weights are
         // requantized and packed once and swept by every tile of the span.
         let span_pixels = sink.span_pixels(width);
@@ -730,7 +868,14 @@ unsafe fn gemm<S: Fn(usize, usize) -> Option<usize>, K: Sink, M: IntMicro, const
             let image_of = |p: usize| p / pixels_per_image;
             let zero_points = (image_of(s0)..=image_of(s0 + span - 1)).any(|i| scales[i].zero != 0);
             for tap in 0..taps {
-                if !(s0..s0 + span).any(|p| source(p, tap).is_some()) {
+                let span_start = geometry.locate(s0);
+                let mut here = span_start;
+                let mut any = false;
+                for _ in 0..span {
+                    any |= geometry.source(here, tap).is_some();
+                    here = geometry.next(here);
+                }
+                if !any {
                     continue;
                 }
                 for k0 in (0..cin).step_by(panel_rows) {
@@ -747,6 +892,7 @@ unsafe fn gemm<S: Fn(usize, usize) -> Option<usize>, K: Sink, M: IntMicro, const
                         }
                     };
                     let mut packed_yet = false;
+                    let mut tile_start = span_start;
                     let mut sums_yet = false;
                     for p0 in (s0..s0 + span).step_by(TILE_PIXELS) {
                         let tile = TILE_PIXELS.min(s0 + span - p0);
@@ -754,12 +900,15 @@ unsafe fn gemm<S: Fn(usize, usize) -> Option<usize>, K: Sink, M: IntMicro, const
                         // zero, `q = zero`, whose product `(q − zero) · w` is 0.
                         let mut valid = [(0, 0); TILE_PIXELS];
                         let mut count = 0;
+                        let mut here = tile_start;
                         for p in p0..p0 + tile {
-                            if let Some(start) = source(p, tap) {
+                            if let Some(start) = geometry.source(here, tap) {
                                 valid[count] = (p, start);
                                 count += 1;
                             }
+                            here = geometry.next(here);
                         }
+                        tile_start = here;
                         let valid = &valid[..count];
                         if valid.is_empty() {
                             continue;
@@ -850,7 +999,8 @@ unsafe fn gemm<S: Fn(usize, usize) -> Option<usize>, K: Sink, M: IntMicro, const
                 }
             }
             for p in s0..s0 + span {
-                sink.finish::<M>(p, at(p), w0, width, scales[image_of(p)].scale, &levels, bias);
+                // SAFETY: this function's caller vouches for M's CPU features.
+                unsafe { sink.finish::<M>(p, at(p), w0, scales[image_of(p)].scale, run) };
             }
         }
     }
@@ -870,17 +1020,10 @@ trait Sink {
     /// The most channels one pass of a matrix–vector product may hold.
     fn gemv_width(&self) -> usize;
     /// Pixel `p` is done: its accumulators for channels `w0..w0 + width` start at `at`.
-    #[allow(clippy::too_many_arguments)]
-    fn finish<M: IntMicro>(
-        &mut self,
-        p: usize,
-        at: usize,
-        w0: usize,
-        width: usize,
-        sx: f32,
-        levels: &Levels<'_>,
-        bias: &Values<'_>,
-    );
+    ///
+    /// # Safety
+    /// The CPU must have the features micro-kernel `M` is built for.
+    unsafe fn finish<M: IntMicro>(&mut self, p: usize, at: usize, w0: usize, sx: f32, channels: Channels<'_>);
 }
 
 /// f32 outputs whose own memory holds the accumulators: no scratch at all.
@@ -897,7 +1040,7 @@ impl Sink for InPlace<'_> {
         (self.cout, s0 * self.cout + w0)
     }
     fn span_pixels(&self, width: usize) -> usize {
-        (SPAN_ACCUMULATOR_BYTES / (4 * width) / TILE_PIXELS * TILE_PIXELS).max(TILE_PIXELS)
+        (SPAN_ACCUMULATOR_BYTES / (4 * width) / TILE_PIXELS * TILE_PIXELS).clamp(TILE_PIXELS, 1024)
     }
     fn gemv_width(&self) -> usize {
         GEMV_WIDTH
@@ -907,17 +1050,10 @@ impl Sink for InPlace<'_> {
     }
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
-    fn finish<M: IntMicro>(
-        &mut self,
-        _: usize,
-        at: usize,
-        w0: usize,
-        width: usize,
-        sx: f32,
-        levels: &Levels<'_>,
-        bias: &Values<'_>,
-    ) {
-        epilogue::<M>(&mut self.out[at..][..width], sx, levels, bias, w0);
+    unsafe fn finish<M: IntMicro>(&mut self, _: usize, at: usize, _: usize, sx: f32, channels: Channels<'_>) {
+        let row = &mut self.out[at..][..channels.scales.len()];
+        // SAFETY: passed on from this function's caller.
+        unsafe { epilogue::<M>(row, sx, channels.scales, channels.bias) };
     }
 }
 
@@ -948,18 +1084,11 @@ impl Sink for Requantized<'_> {
     }
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
-    fn finish<M: IntMicro>(
-        &mut self,
-        p: usize,
-        at: usize,
-        w0: usize,
-        width: usize,
-        sx: f32,
-        levels: &Levels<'_>,
-        bias: &Values<'_>,
-    ) {
+    unsafe fn finish<M: IntMicro>(&mut self, p: usize, at: usize, w0: usize, sx: f32, channels: Channels<'_>) {
+        let width = channels.scales.len();
         let row = &mut self.accumulators[at..][..width];
-        epilogue::<M>(row, sx, levels, bias, w0);
+        // SAFETY: passed on from this function's caller.
+        unsafe { epilogue::<M>(row, sx, channels.scales, channels.bias) };
         let inverse = 1.0 / self.next.scale;
         for (q, &v) in self.out[p * self.cout + w0..][..width].iter_mut().zip(row.iter()) {
             *q = level(f32::from_bits(v as u32), inverse, self.next.zero);
@@ -970,26 +1099,28 @@ impl Sink for Requantized<'_> {
 /// Accumulator scratch a layer run with 8-bit outputs needs: enough for one pass of [`WIDTH`] channels.
 pub const REQUANTIZED_ACCUMULATORS: usize = 2048;
 
-/// Turns one output row's accumulators (channels `w0..`, whole blocks in `M`'s order) into f32 values,
-/// `acc × (sx × weight scale) + bias`, in channel order. The same scalar code in every build, so every
-/// build rounds alike.
+/// Turns one output row's accumulators (whole blocks in `M`'s order) into f32 values, `acc × (sx ×
+/// scales[c]) + bias[c]`, in channel order. The same scalar code in every build, so every build rounds
+/// alike.
+///
+/// # Safety
+/// The CPU must have the features micro-kernel `M` is built for.
 #[inline(always)]
-fn epilogue<M: IntMicro>(row: &mut [i32], sx: f32, levels: &Levels<'_>, bias: &Values<'_>, w0: usize) {
-    let (mut b, mut ordered) = ([0.0f32; COLS], [0i32; COLS]);
-    for (c0, chunk) in (0..row.len()).step_by(COLS).zip(row.chunks_mut(COLS)) {
-        let cols = chunk.len();
-        bias.decode(w0 + c0, &mut b[..cols]);
-        if cols == COLS {
-            // A whole block: back to channel order (`M::channel` is its own inverse).
-            for (c, o) in ordered.iter_mut().enumerate() {
-                *o = chunk[M::channel(c)];
-            }
-            chunk.copy_from_slice(&ordered);
-        }
-        for (c, a) in chunk.iter_mut().enumerate() {
-            *a = ((*a as f32) * (sx * levels.scale(w0 + c0 + c)) + b[c]).to_bits() as i32;
-        }
+unsafe fn epilogue<M: IntMicro>(row: &mut [i32], sx: f32, scales: &[f32], bias: &[f32]) {
+    for block in row.chunks_exact_mut(COLS) {
+        // SAFETY: passed on from this function's caller.
+        unsafe { M::unpermute(block.try_into().unwrap()) };
     }
+    for ((a, &s), &b) in row.iter_mut().zip(scales).zip(bias) {
+        *a = ((*a as f32) * (sx * s) + b).to_bits() as i32;
+    }
+}
+
+/// One pass's per-channel weight scales and biases.
+#[derive(Clone, Copy)]
+struct Channels<'a> {
+    scales: &'a [f32],
+    bias: &'a [f32],
 }
 
 /// The weights of one pass of [`gemv`]: channels `w0..w0 + width`, the first `whole` in whole blocks.
@@ -1061,20 +1192,20 @@ const GEMV_WIDTH: usize = PANEL_BYTES / 4;
 /// # Safety
 /// The CPU must have the features micro-kernel `M` is built for.
 #[inline(always)]
-unsafe fn gemv<S: Fn(usize, usize) -> Option<usize>, K: Sink, M: IntMicro>(
-    g: &IntGemm<'_, S>,
-    levels: Levels<'_>,
-    bias: &Values<'_>,
-    sink: &mut K,
-) {
-    let IntGemm { input, scales, pixels, cin, ref source, cout, .. } = *g;
+unsafe fn gemv<K: Sink, M: IntMicro>(g: &IntGemm<'_>, levels: Levels<'_>, bias: &Values<'_>, sink: &mut K) {
+    let IntGemm { input, scales, pixels, cin, geometry, cout, .. } = *g;
     let mut staged = [0i8; PANEL_BYTES];
     let mut column_sums = [0i32; GEMV_WIDTH];
+    let (mut scale_run, mut bias_run) = ([0.0f32; GEMV_WIDTH], [0.0f32; GEMV_WIDTH]);
     for (p, &ActivationScale { scale: sx, zero }) in scales.iter().enumerate().take(pixels) {
-        let x = source(p, 0).map_or(&input[..0], |start| &input[start..start + cin]);
+        let x = geometry.source(geometry.locate(p), 0).map_or(&input[..0], |start| &input[start..start + cin]);
         let gemv_width = sink.gemv_width();
         for w0 in (0..cout).step_by(gemv_width) {
             let width = gemv_width.min(cout - w0);
+            for (j, s) in scale_run[..width].iter_mut().enumerate() {
+                *s = levels.scale(w0 + j);
+            }
+            bias.decode(w0, &mut bias_run[..width]);
             let whole = width / COLS * COLS;
             let (_, at) = sink.layout(p, w0, width);
             let acc = &mut sink.accumulators()[at..][..width];
@@ -1116,7 +1247,9 @@ unsafe fn gemv<S: Fn(usize, usize) -> Option<usize>, K: Sink, M: IntMicro>(
                     *a -= zero * sums[channel];
                 }
             }
-            sink.finish::<M>(p, at, w0, width, sx, &levels, bias);
+            let run = Channels { scales: &scale_run[..width], bias: &bias_run[..width] };
+            // SAFETY: this function's caller vouches for M's CPU features.
+            unsafe { sink.finish::<M>(p, at, w0, sx, run) };
         }
     }
 }
