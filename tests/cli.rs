@@ -952,7 +952,7 @@ fn eval_runs_a_packed_model_with_every_kernel_build() {
         let accuracy: f64 = line.split("accuracy ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
         assert!(accuracy >= 97.0, "{text}");
     }
-    assert!(text.contains("Measured when packed: 98.68 %"), "{text}");
+    assert!(text.contains("Measured when packed: 98.66 %"), "{text}");
     // --isa is for packed models only.
     let err = fails(&["eval", data.to_str().unwrap(), "--isa", "all"]);
     assert!(err.contains("--isa applies to packed .kiln models"), "{err}");

@@ -18,5 +18,5 @@ flash = sum(size.get(s, 0) for s in (".vector_table", ".text", ".rodata", ".data
 ram = sum(size.get(s, 0) for s in (".data", ".bss", ".uninit"))
 text, rodata = size.get(".text", 0), size.get(".rodata", 0)
 print(f"flash: {flash:,} bytes (code {text:,}, read-only data incl. the model {rodata:,})")
-print(f"RAM:   {ram:,} bytes static (the arena) + the stack (the kernels keep a 16 KiB accumulator tile and a 16 KiB weight panel on it)")
+print(f"RAM:   {ram:,} bytes static (the arena) + the stack (the integer kernels keep a 64 KiB packed-weight panel and a 16 KiB staging panel on it)")
 '
