@@ -17,8 +17,9 @@ use crate::plan::{ParamSlot, Plan};
 pub const MAGIC: [u8; 8] = *b"KILNMODL";
 /// The major version this reader reads. A different major version is rejected.
 pub const VERSION_MAJOR: u16 = 1;
-/// The minor version this code writes. Newer minor versions are read (they only add sections).
-pub const VERSION_MINOR: u16 = 0;
+/// The newest minor version this code writes (1: the activation-scales section; files without one are
+/// written as 1.0). Newer minor versions are read (they only add sections).
+pub const VERSION_MINOR: u16 = 1;
 /// Tensor regions start at multiples of this many bytes, counted from the start of the file.
 pub const ALIGN: usize = 256;
 /// Sections other than the data section start at multiples of this.
