@@ -786,7 +786,15 @@ fn convert_packs_every_weight_type_and_measures_it() {
             let line = format!("session arena at batch {n:>4}: {} bytes", thousands(model.arena_size(n)));
             assert!(shown.contains(&line), "{line}\n{shown}");
         }
-        assert_eq!(model.arena_size(1), 6_312);
+        // Two ping-pong buffers of 784 f32 and 10 probabilities; integer weights add the 8-bit copy of
+        // the input (784 bytes) and its scale (8 bytes), and int4 the per-channel scales of its widest
+        // layer (2 x 500 f32).
+        let expected = match quant {
+            "f32" | "f16" => 6_312,
+            "int8" => 6_312 + 784 + 8,
+            _ => 6_312 + 784 + 8 + 4_000,
+        };
+        assert_eq!(model.arena_size(1), expected, "{quant}");
         assert!(shown.contains("classes:      10 [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]"), "{shown}");
     }
     // Each step down in precision makes the file smaller: f32 > f16 > int8 > int4.
@@ -812,7 +820,44 @@ fn convert_and_inspect_reject_bad_input_clearly() {
     assert!(err.contains("/nonexistent/mnist"), "{err}");
     let err = fails(&["convert", "/nonexistent/ckpt.safetensors", "-o", out_s]);
     assert!(err.contains("/nonexistent/ckpt.safetensors"), "{err}");
+    let err = fails(&["convert", ckpt_s, "-o", out_s, "--quant", "f16", "--activations", "static"]);
+    assert!(err.contains("--activations static") && err.contains("int8, int4 or int2 weights"), "{err}");
     assert!(!out.exists(), "a failed convert must not leave a file");
+
+    // Static activations: calibrated on training images, stored in the file, measured through the
+    // integer path, and a smaller arena than dynamic int8's.
+    let data = small_mnist("convert-static", 300, 200);
+    let data_s = data.to_str().unwrap();
+    let dynamic = dir.join("dynamic.kiln");
+    succeeds(&["convert", ckpt_s, "-o", dynamic.to_str().unwrap(), "--quant", "int8", "--data", data_s]);
+    let text = succeeds(&[
+        "convert",
+        ckpt_s,
+        "-o",
+        out_s,
+        "--quant",
+        "int8",
+        "--activations",
+        "static",
+        "--calibration-images",
+        "100",
+        "--data",
+        data_s,
+    ]);
+    assert!(text.contains("int8, static activations"), "{text}");
+    let (_, _, after, agreement) = convert_row(&text, "int8, static activations");
+    assert!(after > 80.0 && agreement >= 97.0, "{text}");
+    let (s_bytes, d_bytes) = (std::fs::read(&out).unwrap(), std::fs::read(&dynamic).unwrap());
+    let (s_model, d_model) =
+        (kiln_core::Model::from_bytes(&s_bytes).unwrap(), kiln_core::Model::from_bytes(&d_bytes).unwrap());
+    assert!(s_model.has_static_activations() && !d_model.has_static_activations());
+    assert!(
+        s_model.arena_size(1) * 2 < d_model.arena_size(1),
+        "{} vs {}",
+        s_model.arena_size(1),
+        d_model.arena_size(1)
+    );
+    std::fs::remove_file(&out).unwrap();
 
     // A good convert without evaluation, with one layer overridden.
     let text = succeeds(&["convert", ckpt_s, "-o", out_s, "--quant", "int8", "--layer", "dense1=int2", "--no-eval"]);

@@ -77,7 +77,7 @@ pub fn scratch_len(model: &Model<'_>, n: usize) -> usize {
 /// second: [ pong: n × largest activation u8                                ]
 ///         [ scales: n × ActivationScale                                    ]
 ///         [ per-channel scales and inverses: 2 × largest int4/int2 cout f32 ]
-///         [ accumulators: REQUANTIZED_ACCUMULATORS i32                      ]
+///         [ accumulators: min(REQUANTIZED_ACCUMULATORS, largest output) i32  ]
 ///         [ logits: n × classes f32                                        ]
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -98,7 +98,15 @@ impl StaticLayout {
         let buffer = n.saturating_mul(model.max_activation_len()).next_multiple_of(4);
         let scales = n.saturating_mul(core::mem::size_of::<ActivationScale>());
         let channels = 4 * kernels::channel_scratch_len(integer_needs(model).requantized_cout);
-        let accumulators = 4 * kernels::REQUANTIZED_ACCUMULATORS;
+        // Enough for one pass of the widest requantizing layer, capped (the kernels take passes that fit).
+        let widest = model
+            .plan()
+            .steps()
+            .filter(|s| s.params.is_some())
+            .map(|s| n.saturating_mul(s.output.len()))
+            .max()
+            .unwrap_or(0);
+        let accumulators = 4 * widest.next_multiple_of(64).clamp(64, kernels::REQUANTIZED_ACCUMULATORS);
         let logits = n.saturating_mul(model.metadata().classes).saturating_mul(4);
         let second = [buffer, scales, channels, accumulators, logits].iter().fold(0usize, |a, &b| a.saturating_add(b));
         StaticLayout { buffer, scales, channels, accumulators, logits, first: buffer, second }

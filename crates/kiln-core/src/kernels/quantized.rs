@@ -133,8 +133,8 @@ pub fn channel_scratch_len(cout: usize) -> usize {
 pub enum QuantizedOutput<'a> {
     /// f32 values (the accumulators live in this memory until the epilogue).
     F32(&'a mut [f32]),
-    /// 8-bit levels on `scale` (the next layer's static input scale), with `accumulators` as scratch of
-    /// [`REQUANTIZED_ACCUMULATORS`] values.
+    /// 8-bit levels on `scale` (the next layer's static input scale), with `accumulators` as scratch (at
+    /// most [`REQUANTIZED_ACCUMULATORS`] values are used).
     Levels { out: &'a mut [u8], scale: ActivationScale, accumulators: &'a mut [i32] },
 }
 
@@ -383,7 +383,9 @@ fn run(
             dispatch(isa, g, levels, bias, &mut InPlace { out: bytemuck::cast_slice_mut(out), cout: g.cout })
         }
         QuantizedOutput::Levels { out, scale, accumulators } => {
-            check("accumulators", accumulators.len(), REQUANTIZED_ACCUMULATORS)?;
+            if accumulators.len() < g.cout.min(COLS) {
+                return Err(LengthError { what: "accumulators", expected: g.cout.min(COLS), got: accumulators.len() });
+            }
             if !(scale.scale.is_finite() && scale.scale > 0.0) {
                 // Only a validated file's scales reach here; anything else writes zero levels.
                 return Err(LengthError { what: "output scale", expected: 1, got: 0 });
@@ -1096,7 +1098,8 @@ impl Sink for Requantized<'_> {
     }
 }
 
-/// Accumulator scratch a layer run with 8-bit outputs needs: enough for one pass of [`WIDTH`] channels.
+/// Accumulator scratch a layer with 8-bit outputs works best with (32 pixels × 64 channels per pass);
+/// it needs at least `min(cout, 64)` values, and passes shrink to fit.
 pub const REQUANTIZED_ACCUMULATORS: usize = 2048;
 
 /// Turns one output row's accumulators (whole blocks in `M`'s order) into f32 values, `acc × (sx ×
