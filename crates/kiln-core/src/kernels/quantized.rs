@@ -709,11 +709,18 @@ mod x86 {
             unsafe fn inner(w: *const i8, stride: usize, rows: usize, packed: *mut i8) {
                 // SAFETY: bounds checked by the caller; 4 × 64 bytes per group of 4 rows.
                 unsafe {
-                    for (g, j) in (0..rows).step_by(4).enumerate() {
-                        let u = interleave(w.add(j * stride), stride, rows - j);
+                    // Whole groups of four rows without a branch (`left` is the constant 4), then the rest.
+                    let store = |j: usize, u: [__m512i; 4]| {
                         for (v, u) in u.iter().enumerate() {
-                            _mm512_storeu_si512(packed.add((4 * g + v) * COLS).cast(), *u);
+                            _mm512_storeu_si512(packed.add((j + v) * COLS).cast(), *u);
                         }
+                    };
+                    let full = rows / 4 * 4;
+                    for j in (0..full).step_by(4) {
+                        store(j, interleave(w.add(j * stride), stride, 4));
+                    }
+                    if full < rows {
+                        store(full, interleave(w.add(full * stride), stride, rows - full));
                     }
                 }
             }
@@ -1216,9 +1223,18 @@ unsafe fn gemv<K: Sink, M: IntMicro>(g: &IntGemm<'_>, levels: Levels<'_>, bias: 
             // Row `k`'s levels for these channels, requantized into slot `t` of the panel if need be.
             let rows = GemvRows { levels, cout, w0, width, whole };
             let (mut ks, mut xs, mut used) = ([0usize; 4], [0u8; 4], 0);
-            for (k, &q) in x.iter().enumerate() {
-                if q != 0 {
-                    (ks[used], xs[used]) = (k, q);
+            // The non-zero inputs, compacted without a branch a chunk at a time (ReLU's zeros fall where
+            // they like: a branch per input would mispredict half the time), then taken four at a time.
+            let mut nonzero = [0u16; 256];
+            for (c0, chunk) in (0..x.len()).step_by(nonzero.len()).zip(x.chunks(nonzero.len())) {
+                let mut count = 0;
+                for (k, &q) in chunk.iter().enumerate() {
+                    nonzero[count] = k as u16;
+                    count += (q != 0) as usize;
+                }
+                for &k in &nonzero[..count] {
+                    let k = c0 + k as usize;
+                    (ks[used], xs[used]) = (k, x[k]);
                     used += 1;
                     if used == 4 {
                         // SAFETY: this function's caller vouches for M's CPU features.
