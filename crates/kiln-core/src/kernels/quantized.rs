@@ -179,7 +179,7 @@ pub fn conv2d_3x3_same_quantized(
 /// Convs with at most this many input channels gather each pixel's 3×3 patch first.
 const PATCH_MAX_CIN: usize = 4;
 /// Pixels per batch of gathered patches.
-const PATCH_PIXELS: usize = 64;
+const PATCH_PIXELS: usize = 512;
 
 /// A conv on few input channels (a network's first layer: one channel) as a dense layer over 3×3
 /// patches gathered a tile at a time: one pass of `9 · cin` rows instead of nine passes of `cin` rows,
@@ -209,9 +209,18 @@ fn conv_by_patches(
             pixel_scales[t] = scale;
             for tap in 0..9 {
                 let patch = &mut patches[t * k + tap * cin..][..cin];
+                // Byte by byte: `cin` is at most 4, and a `memcpy` call per tap would cost more than the copy.
                 match geometry.source(at, tap) {
-                    Some(start) => patch.copy_from_slice(&input[start..start + cin]),
-                    None => patch.fill(scale.zero as u8),
+                    Some(start) => {
+                        for (p, &q) in patch.iter_mut().zip(&input[start..start + cin]) {
+                            *p = q;
+                        }
+                    }
+                    None => {
+                        for p in patch.iter_mut() {
+                            *p = scale.zero as u8;
+                        }
+                    }
                 }
             }
             at = geometry.next(at);
