@@ -5,6 +5,7 @@
 
 use kiln_core::format::DType;
 use kiln_core::network::Layer;
+use kiln_core::reference::{self, LayerParams};
 use kiln_core::{Model as Packed, Session};
 use kiln_gpu::{Gpu, GpuSession, Kernels};
 use kiln_pack::{Metadata, PackedTensor, Quant};
@@ -79,6 +80,47 @@ fn cpu_run(file: &[u8], pixels: &[u8], n: usize) -> Vec<f32> {
     session.run_pixels(pixels, n).unwrap().logits.to_vec()
 }
 
+/// What the GPU computes for a file: its network in f32, every tensor dequantized (the shaders do the same),
+/// through kiln-core's plain reference kernels. For f32 and f16 weights the CPU runtime computes exactly this
+/// too; for integer weights it runs the integer path (8-bit activations), which only predicts alike.
+fn cpu_dequantized(file: &[u8], pixels: &[u8], n: usize) -> Vec<f32> {
+    let model = Packed::from_bytes(file).unwrap();
+    let tensors = unpack(&model);
+    let params: Vec<LayerParams<'_>> =
+        tensors.chunks(2).map(|p| LayerParams { weights: &p[0].2, bias: &p[1].2 }).collect();
+    let meta = model.metadata();
+    let input: Vec<f32> = pixels.iter().map(|&p| (p as f32 / 255.0 - meta.mean) / meta.std).collect();
+    let len = n * model.max_activation_len();
+    let (mut a, mut b) = (vec![0.0; len], vec![0.0; len]);
+    reference::forward(model.layers(), model.input_shape(), n, &input, &params, &mut a, &mut b).unwrap().to_vec()
+}
+
+/// The GPU's logits checked against the CPU: within 1e-3 of what the GPU computes (the network in f32), and,
+/// for integer weights, the same classes as the CPU runtime's integer path wherever the top two logits are
+/// more than 5 % of the row's scale apart. Returns how many classes match the CPU runtime.
+fn compare_with_cpu(gpu: &[f32], file: &[u8], pixels: &[u8], n: usize, what: &str) -> usize {
+    let runtime = cpu_run(file, pixels, n);
+    let integer = {
+        let model = Packed::from_bytes(file).unwrap();
+        (0..model.tensor_count())
+            .step_by(2)
+            .any(|t| matches!(model.tensor(t).dtype, DType::Int8 | DType::Int4 | DType::Int2))
+    };
+    if !integer {
+        return compare(gpu, &runtime, 10, what);
+    }
+    compare(gpu, &cpu_dequantized(file, pixels, n), 10, what);
+    for (i, (g, c)) in gpu.chunks(10).zip(runtime.chunks(10)).enumerate() {
+        let scale = g.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+        let mut sorted = g.to_vec();
+        sorted.sort_by(|a, b| b.total_cmp(a));
+        if sorted[0] - sorted[1] > 5e-2 * scale {
+            assert_eq!(argmax(g), argmax(c), "{what}: digit {i}: GPU {g:?} vs CPU integer path {c:?}");
+        }
+    }
+    gpu.chunks(10).zip(runtime.chunks(10)).filter(|(g, c)| argmax(g) == argmax(c)).count()
+}
+
 fn argmax(row: &[f32]) -> usize {
     row.iter().enumerate().fold(0, |best, (i, &v)| if v > row[best] { i } else { best })
 }
@@ -132,14 +174,15 @@ fn convnet4_packed_every_way_predicts_as_the_cpu_runtime() {
         let pixels: Vec<u8> = (0..n).flat_map(|i| data.test.image(i).to_vec()).collect();
         let file = pack(&layers, &params, quant, &meta);
         let model = Packed::from_bytes(&file).unwrap();
-        let want = cpu_run(&file, &pixels, n);
         let mut session =
             GpuSession::with_kernels(Gpu::from_device(gpu.device(), gpu.queue()), &kernels, &model, 64).unwrap();
         let got = run_on_gpu(&mut session, &pixels, n, 64);
-        let same = compare(&got, &want, 10, &format!("convnet4 {name}"));
+        let same = compare_with_cpu(&got, &file, &pixels, n, &format!("convnet4 {name}"));
         let correct = (0..n).filter(|&i| argmax(&got[i * 10..][..10]) == data.test.labels[i] as usize).count();
         println!("convnet4 {name}: {same} of {n} classes as the CPU runtime, {correct} correct");
-        assert!(same >= n - 1, "{name}: {same} of {n}");
+        // The integer path (8-bit activations) agrees with the f32 network on all but about 1 % of digits.
+        let slack = if name == "f32" || name == "f16" { 1 } else { 1 + n / 100 };
+        assert!(same >= n - slack, "{name}: {same} of {n}");
         if name != "int2" {
             assert!(correct >= n * 97 / 100, "{name}: {correct} of {n}");
         }
@@ -165,13 +208,16 @@ fn vgg_f32_int8_int4_predict_as_the_cpu_runtime() {
                 "int8" => DType::Int8,
                 _ => DType::Int4,
             }));
-        let want = cpu_run(&file, &pixels, n);
         let mut session =
             GpuSession::with_kernels(Gpu::from_device(gpu.device(), gpu.queue()), &kernels, &packed, 16).unwrap();
         let got = run_on_gpu(&mut session, &pixels, n, 16);
-        let same = compare(&got, &want, 10, &format!("vgg {name}"));
+        // An untrained VGG's logits are close together, so the integer path's classes may differ where they
+        // tie; `compare_with_cpu` checks them where they do not.
+        let same = compare_with_cpu(&got, &file, &pixels, n, &format!("vgg {name}"));
         println!("vgg {name}: {same} of {n} classes as the CPU runtime");
-        assert!(same >= n - 1, "vgg {name}: {same} of {n} classes as the CPU runtime");
+        if name == "f32" {
+            assert!(same >= n - 1, "vgg {name}: {same} of {n} classes as the CPU runtime");
+        }
     }
 }
 
@@ -197,7 +243,7 @@ fn run_pixels_normalises_with_the_metadata_mean_and_std() {
     let normalised: Vec<f32> = pixels.iter().map(|&p| (p as f32 / 255.0 - mean) / std).collect();
     session.run(&normalised, n, &mut by_hand).unwrap();
     assert_eq!(from_pixels, by_hand, "run_pixels vs run on pixels normalised by hand");
-    compare(&from_pixels, &cpu_run(&file, &pixels, n), 10, "convnet4 int8, mean and std from the metadata");
+    compare_with_cpu(&from_pixels, &file, &pixels, n, "convnet4 int8, mean and std from the metadata");
 
     let mut unnormalised = vec![0.0; n * 10];
     let plain: Vec<f32> = pixels.iter().map(|&p| p as f32 / 255.0).collect();
