@@ -164,9 +164,12 @@ for (const webgpu of [false, true]) {
       // the native ones.
       const native = nativePredictions(model, files);
       assert.equal(native.length, seen.length);
+      // The wasm path runs the same integer kernels as native (bit-identical logits); WebGPU runs the int8
+      // weights in f32 (no 8-bit activations), so its probabilities differ by the activations' rounding.
+      const tolerance = webgpu ? 3e-2 : 2e-3;
       seen.forEach((s, i) => {
         assert.equal(s.class, native[i].class, `digit ${i}: page says ${s.class}, kiln predict says ${native[i].class}`);
-        s.probabilities.forEach((p, c) => assert.ok(Math.abs(p - native[i].probabilities[c]) < 2e-3, `digit ${i} class ${c}: ${p} vs ${native[i].probabilities[c]}`));
+        s.probabilities.forEach((p, c) => assert.ok(Math.abs(p - native[i].probabilities[c]) < tolerance, `digit ${i} class ${c}: ${p} vs ${native[i].probabilities[c]}`));
       });
       const latency = await page.locator('#latency').textContent();
       assert.match(latency, /ms$/);
