@@ -240,34 +240,12 @@ fn run_layers_observed<'s>(
         }
         let x = &levels[..if integer { in_len } else { 0 }];
         match (step.layer, &tensors) {
-            (Layer::Conv2d { filters }, Some((weights, bias))) if integer => kernels::conv2d_3x3_same_quantized(
-                isa,
-                x,
-                activation_scales,
-                n,
-                h,
-                w,
-                c,
-                weights,
-                bias,
-                filters,
-                &mut channels[..kernels::channel_scratch_len(if weights.dtype().is_blocked() { filters } else { 0 })],
-                QuantizedOutput::F32(output),
-            )
-            .map_err(length)?,
-            (Layer::Dense { units }, Some((weights, bias))) if integer => kernels::dense_quantized(
-                isa,
-                x,
-                activation_scales,
-                n,
-                c,
-                weights,
-                bias,
-                units,
-                &mut channels[..kernels::channel_scratch_len(if weights.dtype().is_blocked() { units } else { 0 })],
-                QuantizedOutput::F32(output),
-            )
-            .map_err(length)?,
+            (Layer::Conv2d { filters: cout } | Layer::Dense { units: cout }, Some((weights, bias))) if integer => {
+                let channels =
+                    &mut channels[..kernels::channel_scratch_len(if weights.dtype().is_blocked() { cout } else { 0 })];
+                let output = QuantizedOutput::F32(output);
+                integer_layer(isa, &step, x, activation_scales, n, (weights, bias), channels, output).map_err(length)?
+            }
             (Layer::Conv2d { filters }, Some((weights, bias))) => {
                 kernels::conv2d_3x3_same_packed(isa, input, n, h, w, c, weights, bias, filters, output)
                     .map_err(length)?
@@ -284,6 +262,31 @@ fn run_layers_observed<'s>(
     let [ping, pong] = buffers;
     let logits = if plan.output_buffer() == 0 { ping } else { pong };
     Ok(&mut logits[..n * plan.output().len()])
+}
+
+/// One conv or dense layer on the integer path: `input` is `[n, step.input]` 8-bit levels with one scale
+/// per image; `channels` is the per-channel scratch the weights need.
+#[allow(clippy::too_many_arguments)]
+fn integer_layer(
+    isa: Isa,
+    step: &crate::plan::Step,
+    input: &[u8],
+    scales: &[ActivationScale],
+    n: usize,
+    (weights, bias): (&crate::format::Values<'_>, &crate::format::Values<'_>),
+    channels: &mut [f32],
+    output: QuantizedOutput<'_>,
+) -> Result<(), LengthError> {
+    let Shape { h, w, c } = step.input;
+    match step.layer {
+        Layer::Conv2d { filters } => {
+            kernels::conv2d_3x3_same_quantized(isa, input, scales, n, h, w, c, weights, bias, filters, channels, output)
+        }
+        Layer::Dense { units } => {
+            kernels::dense_quantized(isa, input, scales, n, c, weights, bias, units, channels, output)
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The network input as 8-bit levels on the first layer's static scale.
@@ -356,25 +359,8 @@ pub(crate) fn run_layers_static<'s>(
                     logits_written = true;
                     QuantizedOutput::F32(&mut logits[..out_len])
                 };
-                if let Layer::Conv2d { .. } = step.layer {
-                    kernels::conv2d_3x3_same_quantized(
-                        isa,
-                        input,
-                        &scales[..n],
-                        n,
-                        h,
-                        w,
-                        c,
-                        &weights,
-                        &bias,
-                        cout,
-                        channels,
-                        output,
-                    )
-                } else {
-                    kernels::dense_quantized(isa, input, &scales[..n], n, c, &weights, &bias, cout, channels, output)
-                }
-                .map_err(length)?
+                integer_layer(isa, &step, input, &scales[..n], n, (&weights, &bias), channels, output)
+                    .map_err(length)?
             }
             (layer, _, _) if layer.has_params() => return Err(ForwardError::MissingParams { layer: step.index }),
             (Layer::Pad { top, bottom, left, right }, _, _) => kernels::pad_with(
