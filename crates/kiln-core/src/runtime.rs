@@ -140,27 +140,12 @@ pub fn forward_with<'s>(
     scratch_a: &'s mut [f32],
     scratch_b: &'s mut [f32],
 ) -> Result<&'s [f32], ForwardError> {
-    let needed = scratch_len(model, n);
-    for got in [scratch_a.len(), scratch_b.len()] {
-        if got < needed {
-            return Err(ForwardError::ScratchTooSmall { needed, got });
-        }
-    }
-    let first_len = n * model.input_shape().len();
-    kernels::check("input", input.len(), first_len).map_err(|error| ForwardError::Length { layer: 0, error })?;
-    if model.has_static_activations() {
-        let ping: &mut [u8] = bytemuck::cast_slice_mut(scratch_a);
-        quantize_input(model, input, &mut ping[..first_len]);
-        return Ok(run_layers_static(isa, model, n, ping, bytemuck::cast_slice_mut(scratch_b))?);
-    }
-    scratch_a[..first_len].copy_from_slice(input);
-    let activations = activation_len(model, n);
-    Ok(run_layers(isa, model, n, &mut scratch_a[..activations], scratch_b)?)
+    forward_observed(isa, model, input, n, scratch_a, scratch_b, &mut |_, _| {})
 }
 
-/// [`forward_with`] on a model without static scales, reporting each image's dynamic input scale of every
-/// integer layer to `observe(k, scales)` (`k` is the layer's index among conv and dense layers): what
-/// calibration for static scales records.
+/// [`forward_with`], reporting each image's dynamic input scale of every integer layer to `observe(k,
+/// scales)` (`k` is the layer's index among conv and dense layers): what calibration for static scales
+/// records. A model with static scales has none to report.
 pub fn forward_observed<'s>(
     isa: Isa,
     model: &Model<'_>,
@@ -178,6 +163,11 @@ pub fn forward_observed<'s>(
     }
     let first_len = n * model.input_shape().len();
     kernels::check("input", input.len(), first_len).map_err(|error| ForwardError::Length { layer: 0, error })?;
+    if model.has_static_activations() {
+        let ping: &mut [u8] = bytemuck::cast_slice_mut(scratch_a);
+        quantize_input(model, input, &mut ping[..first_len]);
+        return Ok(run_layers_static(isa, model, n, ping, bytemuck::cast_slice_mut(scratch_b))?);
+    }
     scratch_a[..first_len].copy_from_slice(input);
     let activations = activation_len(model, n);
     Ok(run_layers_observed(isa, model, n, &mut scratch_a[..activations], scratch_b, observe)?)
