@@ -6,8 +6,9 @@
 //!
 //! Layout follows TensorFlow: activations NHWC, conv weights HWIO `[3,3,in,out]`, dense weights `[in,out]`.
 #![no_std]
-// `unsafe_code` is denied workspace-wide; the one audited exception is the SIMD micro-kernels in
-// kernels/packed.rs, chosen after run-time feature detection.
+// `unsafe_code` is denied workspace-wide; the audited exceptions are the SIMD micro-kernels in
+// kernels/packed.rs and kernels/quantized.rs, chosen after run-time feature detection, and the worker
+// threads of parallel.rs.
 
 #[cfg(feature = "std")]
 extern crate std;
@@ -15,6 +16,7 @@ extern crate std;
 pub mod format;
 pub mod kernels;
 pub mod network;
+pub mod parallel;
 pub mod plan;
 pub mod preprocess;
 pub mod reference;
@@ -24,5 +26,6 @@ pub mod session;
 pub use format::{FormatError, Model};
 pub use kernels::Isa;
 pub use network::{Layer, NetworkError, Shape};
+pub use parallel::{Parallel, Serial};
 pub use plan::{ParamSlot, Plan, Step};
 pub use session::{Output, RunError, Session, SessionError};

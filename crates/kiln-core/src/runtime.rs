@@ -10,6 +10,7 @@
 use crate::format::Model;
 use crate::kernels::{self, ActivationScale, Isa, LengthError, QuantizedOutput};
 use crate::network::{Layer, Shape};
+use crate::parallel::{Parallel, Serial};
 use crate::reference::{self, ForwardError};
 
 /// f32 values of each ping-pong buffer's activation region for `n` images.
@@ -143,11 +144,43 @@ pub fn forward_with<'s>(
     forward_observed(isa, model, input, n, scratch_a, scratch_b, &mut |_, _| {})
 }
 
+/// [`forward_with`], running each integer layer's parts (output pixels or channels) on `parallel`.
+pub fn forward_parallel<'s>(
+    isa: Isa,
+    parallel: &dyn Parallel,
+    model: &Model<'_>,
+    input: &[f32],
+    n: usize,
+    scratch_a: &'s mut [f32],
+    scratch_b: &'s mut [f32],
+) -> Result<&'s [f32], ForwardError> {
+    forward_inner(Exec { isa, parallel }, model, input, n, scratch_a, scratch_b, &mut |_, _| {})
+}
+
 /// [`forward_with`], reporting each image's dynamic input scale of every integer layer to `observe(k,
 /// scales)` (`k` is the layer's index among conv and dense layers): what calibration for static scales
 /// records. A model with static scales has none to report.
 pub fn forward_observed<'s>(
     isa: Isa,
+    model: &Model<'_>,
+    input: &[f32],
+    n: usize,
+    scratch_a: &'s mut [f32],
+    scratch_b: &'s mut [f32],
+    observe: &mut dyn FnMut(usize, &[ActivationScale]),
+) -> Result<&'s [f32], ForwardError> {
+    forward_inner(Exec { isa, parallel: &Serial }, model, input, n, scratch_a, scratch_b, observe)
+}
+
+/// How layers run: the kernel build, and what runs an integer layer's parts.
+#[derive(Clone, Copy)]
+pub(crate) struct Exec<'p> {
+    pub isa: Isa,
+    pub parallel: &'p dyn Parallel,
+}
+
+fn forward_inner<'s>(
+    exec: Exec<'_>,
     model: &Model<'_>,
     input: &[f32],
     n: usize,
@@ -166,36 +199,37 @@ pub fn forward_observed<'s>(
     if model.has_static_activations() {
         let ping: &mut [u8] = bytemuck::cast_slice_mut(scratch_a);
         quantize_input(model, input, &mut ping[..first_len]);
-        return Ok(run_layers_static(isa, model, n, ping, bytemuck::cast_slice_mut(scratch_b))?);
+        return Ok(run_layers_static(exec, model, n, ping, bytemuck::cast_slice_mut(scratch_b))?);
     }
     scratch_a[..first_len].copy_from_slice(input);
     let activations = activation_len(model, n);
-    Ok(run_layers_observed(isa, model, n, &mut scratch_a[..activations], scratch_b, observe)?)
+    Ok(run_layers_observed(exec, model, n, &mut scratch_a[..activations], scratch_b, observe)?)
 }
 
 /// Runs every layer on the `n` images already in `a` (`[n, input_shape]`), ping-ponging between `a` and
 /// `b`, and returns the logits in whichever buffer holds them. `a` must hold [`activation_len`] values,
 /// `b` [`scratch_len`] (the integer scratch follows its activations).
 pub(crate) fn run_layers<'s>(
-    isa: Isa,
+    exec: Exec<'_>,
     model: &Model<'_>,
     n: usize,
     a: &'s mut [f32],
     b: &'s mut [f32],
 ) -> Result<&'s mut [f32], ForwardError> {
-    run_layers_observed(isa, model, n, a, b, &mut |_, _| {})
+    run_layers_observed(exec, model, n, a, b, &mut |_, _| {})
 }
 
 /// [`run_layers`], calling `observe(k, scales)` with each image's input scale of parametric layer `k`
 /// where it runs on integers.
 fn run_layers_observed<'s>(
-    isa: Isa,
+    exec: Exec<'_>,
     model: &Model<'_>,
     n: usize,
     a: &'s mut [f32],
     b: &'s mut [f32],
     observe: &mut dyn FnMut(usize, &[ActivationScale]),
 ) -> Result<&'s mut [f32], ForwardError> {
+    let isa = exec.isa;
     let plan = model.plan();
     let needs = integer_needs(model);
     let (b, tail) = b.split_at_mut(activation_len(model, n));
@@ -234,7 +268,8 @@ fn run_layers_observed<'s>(
                 let channels =
                     &mut channels[..kernels::channel_scratch_len(if weights.dtype().is_blocked() { cout } else { 0 })];
                 let output = QuantizedOutput::F32(output);
-                integer_layer(isa, &step, x, activation_scales, n, (weights, bias), channels, output).map_err(length)?
+                integer_layer(exec, &step, x, activation_scales, n, (weights, bias), channels, output)
+                    .map_err(length)?
             }
             (Layer::Conv2d { filters }, Some((weights, bias))) => {
                 kernels::conv2d_3x3_same_packed(isa, input, n, h, w, c, weights, bias, filters, output)
@@ -258,7 +293,7 @@ fn run_layers_observed<'s>(
 /// per image; `channels` is the per-channel scratch the weights need.
 #[allow(clippy::too_many_arguments)]
 fn integer_layer(
-    isa: Isa,
+    Exec { isa, parallel }: Exec<'_>,
     step: &crate::plan::Step,
     input: &[u8],
     scales: &[ActivationScale],
@@ -270,10 +305,11 @@ fn integer_layer(
     let Shape { h, w, c } = step.input;
     match step.layer {
         Layer::Conv2d { filters } => {
-            kernels::conv2d_3x3_same_quantized(isa, input, scales, n, h, w, c, weights, bias, filters, channels, output)
+            let conv = kernels::conv2d_3x3_same_quantized;
+            conv(isa, parallel, input, scales, n, h, w, c, weights, bias, filters, channels, output)
         }
         Layer::Dense { units } => {
-            kernels::dense_quantized(isa, input, scales, n, c, weights, bias, units, channels, output)
+            kernels::dense_quantized(isa, parallel, input, scales, n, c, weights, bias, units, channels, output)
         }
         _ => Ok(()),
     }
@@ -292,7 +328,7 @@ pub(crate) fn quantize_input(model: &Model<'_>, input: &[f32], out: &mut [u8]) {
 /// integer layer requantizing its outputs straight onto the next one's input scale, and only the logits
 /// are f32. `ping` holds the quantized input; `second` is the rest of [`StaticLayout`].
 pub(crate) fn run_layers_static<'s>(
-    isa: Isa,
+    exec: Exec<'_>,
     model: &Model<'_>,
     n: usize,
     ping: &'s mut [u8],
@@ -349,7 +385,7 @@ pub(crate) fn run_layers_static<'s>(
                     logits_written = true;
                     QuantizedOutput::F32(&mut logits[..out_len])
                 };
-                integer_layer(isa, &step, input, &scales[..n], n, (&weights, &bias), channels, output)
+                integer_layer(exec, &step, input, &scales[..n], n, (&weights, &bias), channels, output)
                     .map_err(length)?
             }
             (layer, _, _) if layer.has_params() => return Err(ForwardError::MissingParams { layer: step.index }),

@@ -14,6 +14,7 @@ use core::fmt;
 
 use crate::format::Model;
 use crate::kernels::{self, Isa};
+use crate::parallel::{Parallel, Serial};
 use crate::reference::ForwardError;
 use crate::runtime;
 
@@ -125,6 +126,13 @@ pub struct Session<'a> {
     arena: &'a mut [u8],
     max_batch: usize,
     isa: Isa,
+    parallel: &'a dyn Parallel,
+}
+
+impl fmt::Debug for dyn Parallel + '_ {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Parallel({} threads)", self.threads())
+    }
 }
 
 impl<'a> Session<'a> {
@@ -142,7 +150,18 @@ impl<'a> Session<'a> {
         if address_mod_4 != 0 {
             return Err(SessionError::ArenaMisaligned { address_mod_4 });
         }
-        Ok(Session { model, arena: &mut arena[..needed], max_batch, isa: Isa::best() })
+        Ok(Session { model, arena: &mut arena[..needed], max_batch, isa: Isa::best(), parallel: &Serial })
+    }
+
+    /// Runs each integer layer's parts (ranges of output pixels or channels) on `parallel`, for example
+    /// [`Workers`](crate::parallel::Workers). Results are the same bits on any number of threads.
+    pub fn set_parallel(&mut self, parallel: &'a dyn Parallel) {
+        self.parallel = parallel;
+    }
+
+    /// How many threads a run uses.
+    pub fn threads(&self) -> usize {
+        self.parallel.threads()
     }
 
     /// Runs on a chosen kernel build instead (falls back to the portable one if this CPU lacks it).
@@ -231,13 +250,13 @@ impl<'a> Session<'a> {
     }
 
     fn finish(&mut self, batch: usize) -> Result<Output<'_>, RunError> {
-        let (isa, model) = (self.isa, self.model);
+        let (exec, model) = (runtime::Exec { isa: self.isa, parallel: self.parallel }, self.model);
         let classes = model.metadata().classes;
         let (a, b, probabilities) = self.parts();
         let logits = if model.has_static_activations() {
-            runtime::run_layers_static(isa, model, batch, a, b)?
+            runtime::run_layers_static(exec, model, batch, a, b)?
         } else {
-            runtime::run_layers(isa, model, batch, bytemuck::cast_slice_mut(a), bytemuck::cast_slice_mut(b))?
+            runtime::run_layers(exec, model, batch, bytemuck::cast_slice_mut(a), bytemuck::cast_slice_mut(b))?
         };
         let probabilities = &mut probabilities[..batch * classes];
         probabilities.copy_from_slice(logits);

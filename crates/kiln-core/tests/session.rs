@@ -2,8 +2,9 @@
 //! kiln-pack and kept current by its tests).
 
 use kiln_core::format::Model;
+use kiln_core::parallel::Workers;
 use kiln_core::reference::{self, LayerInput, LayerParams};
-use kiln_core::{Isa, RunError, Session, SessionError};
+use kiln_core::{Isa, Parallel, RunError, Session, SessionError};
 
 const MODELS: [(&str, &[u8]); 7] = [
     ("f32", include_bytes!("../fuzz/seeds/from_bytes/f32.kiln")),
@@ -251,6 +252,30 @@ fn every_kernel_build_agrees_on_a_real_convnet() {
         for (x, y) in l.iter().zip(logits) {
             // The integer path: bit-identical in every build.
             assert_eq!(x.to_bits(), y.to_bits(), "{isa:?}: {x} vs {y}");
+        }
+    }
+}
+
+#[test]
+fn sessions_on_several_threads_give_the_same_bits_as_on_one() {
+    let convnet = include_bytes!("../examples/embedded/convnet4-int8.kiln");
+    let models = MODELS.iter().copied().chain([("convnet4 int8", &convnet[..])]);
+    let workers = [Workers::new(2).unwrap(), Workers::new(3).unwrap()];
+    for (name, bytes) in models {
+        let model = Model::from_bytes(bytes).unwrap();
+        for n in [1, 5] {
+            let input = images(&model, n, 7);
+            let mut memory = arena(model.arena_size(n));
+            let mut session = Session::new(&model, &mut bytemuck::cast_slice_mut(&mut memory)[..], n).unwrap();
+            assert_eq!(session.threads(), 1);
+            let want = session.run(&input, n).unwrap().logits.to_vec();
+            for parallel in &workers {
+                session.set_parallel(parallel);
+                assert_eq!(session.threads(), parallel.threads());
+                let got = session.run(&input, n).unwrap().logits.to_vec();
+                let same = got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "{name}, batch {n}, {} threads: {got:?} vs {want:?}", parallel.threads());
+            }
         }
     }
 }

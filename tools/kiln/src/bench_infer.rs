@@ -5,14 +5,16 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use kiln_core::{Isa, Model, Session};
+use kiln_core::parallel::Workers;
+use kiln_core::{Isa, Model, Parallel, Serial, Session};
 
 #[derive(Args, Debug)]
 pub struct BenchInferArgs {
     /// A `.kiln` model file.
     pub model: PathBuf,
-    /// Threads for the batched measurement, each running its own session on its own images (the batch-1
-    /// latency is always one thread: the runtime runs one image on one core).
+    /// Threads. Batch 1 is timed on one thread and, when this is more, on this many: one session cutting
+    /// each integer layer into parts (f32 layers run on the calling thread). The batched measurement runs
+    /// this many sessions, each on its own images.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub threads: u16,
     /// Timed batch-1 runs (after 10 untimed ones).
@@ -76,34 +78,50 @@ pub fn cmd_bench_infer(args: BenchInferArgs) -> Result<()> {
     if args.device == "gpu" {
         return bench_gpu(&args, &model, len, flops);
     }
-    // Batch 1, one thread: latency.
+    // Batch 1: latency, on one thread and on `threads`. Interleaved, so that both see the same machine.
     let images = digits(64, len);
+    let threads = args.threads as usize;
+    let workers = Workers::new(threads).context("starting worker threads")?;
     let mut arena = vec![0u32; model.arena_size(1).div_ceil(4)];
-    let mut session = Session::new(&model, bytemuck::cast_slice_mut(&mut arena), 1)?;
-    session.set_isa(isa);
-    let mut times = Vec::with_capacity(args.runs as usize);
+    let mut arena_parallel = arena.clone();
+    let mut sessions = [
+        Session::new(&model, bytemuck::cast_slice_mut(&mut arena), 1)?,
+        Session::new(&model, bytemuck::cast_slice_mut(&mut arena_parallel), 1)?,
+    ];
+    let runners: &[&dyn Parallel] = if threads > 1 { &[&Serial, &workers] } else { &[&Serial] };
+    for (session, &parallel) in sessions.iter_mut().zip(runners) {
+        session.set_isa(isa);
+        session.set_parallel(parallel);
+    }
+    let mut times = vec![Vec::with_capacity(args.runs as usize); runners.len()];
     for r in 0..10 + args.runs as usize {
         let image = &images[(r % 64) * len..][..len];
-        let started = Instant::now();
-        std::hint::black_box(session.run_pixels(image, 1)?);
-        if r >= 10 {
-            times.push(started.elapsed().as_secs_f64());
+        for (session, times) in sessions.iter_mut().zip(times.iter_mut()) {
+            let started = Instant::now();
+            std::hint::black_box(session.run_pixels(image, 1)?);
+            if r >= 10 {
+                times.push(started.elapsed().as_secs_f64());
+            }
         }
     }
-    times.sort_by(f64::total_cmp);
-    let pick = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
-    let (median, p90) = (pick(0.5), pick(0.9));
-    println!(
-        "batch 1, 1 thread:    median {:.3} ms, p90 {:.3} ms over {} runs ({:.1} GFLOP/s)",
-        median * 1e3,
-        p90 * 1e3,
-        times.len(),
-        flops / median / 1e9
-    );
+    for (times, parallel) in times.iter_mut().zip(runners) {
+        times.sort_by(f64::total_cmp);
+        let pick = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
+        let (median, p90) = (pick(0.5), pick(0.9));
+        let n = parallel.threads();
+        println!(
+            "batch 1, {n} thread{}:{} median {:.3} ms, p90 {:.3} ms over {} runs ({:.1} GFLOP/s)",
+            if n == 1 { "" } else { "s" },
+            if n == 1 { "   " } else { "  " },
+            median * 1e3,
+            p90 * 1e3,
+            times.len(),
+            flops / median / 1e9
+        );
+    }
 
     // Batched throughput: each thread its own session and images.
     let batch = args.batch as usize;
-    let threads = args.threads as usize;
     let batch_images = digits(batch, len);
     let started = std::sync::Barrier::new(threads + 1);
     let elapsed = std::thread::scope(|scope| -> Result<f64> {

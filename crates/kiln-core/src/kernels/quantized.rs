@@ -15,8 +15,11 @@
 // As in `packed`: the SIMD micro-kernel is an `unsafe fn` behind run-time feature detection.
 #![allow(unsafe_code)]
 
+use core::marker::PhantomData;
+
 use super::{Isa, LengthError, check};
 use crate::format::{DType, Values, round_to_i32};
+use crate::parallel::Parallel;
 
 /// Output pixels per tile: their accumulators are the output rows themselves.
 const TILE_PIXELS: usize = 64;
@@ -149,10 +152,12 @@ impl QuantizedOutput<'_> {
 
 /// 3x3 convolution, stride 1, SAME padding, plus bias, on quantized input `[n,h,w,cin]` (one
 /// [`ActivationScale`] per image) with int8/int4/int2 weights `[3,3,cin,cout]`; output `[n,h,w,cout]`.
-/// `channels` is scratch of [`channel_scratch_len`]`(cout)` values.
+/// `channels` is scratch of [`channel_scratch_len`]`(cout)` values. `parallel` runs the layer's parts
+/// (ranges of output pixels or channels) at once.
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d_3x3_same_quantized(
     isa: Isa,
+    parallel: &dyn Parallel,
     input: &[u8],
     scales: &[ActivationScale],
     n: usize,
@@ -169,11 +174,10 @@ pub fn conv2d_3x3_same_quantized(
     check("output", output.len(), n * h * w * cout)?;
     check("scales", scales.len(), n)?;
     let geometry = Geometry::Conv3x3 { h, w, cin };
-    if cin <= PATCH_MAX_CIN {
-        return conv_by_patches(isa, input, scales, (n, h, w, cin), geometry, weights, bias, cout, channels, output);
-    }
-    let g = IntGemm { input, scales, pixels_per_image: h * w, pixels: n * h * w, taps: 9, cin, geometry, cout };
-    run(isa, &g, weights, bias, channels, output)
+    let pixels = n * h * w;
+    let whole = Part { pixels: (0, pixels), channels: (0, cout) };
+    let g = IntGemm { input, scales, pixels_per_image: h * w, pixels, taps: 9, cin, geometry, cout, part: whole };
+    run(isa, parallel, &g, cin <= PATCH_MAX_CIN, weights, bias, channels, output)
 }
 
 /// Convs with at most this many input channels gather each pixel's 3×3 patch first.
@@ -181,29 +185,18 @@ const PATCH_MAX_CIN: usize = 4;
 /// Pixels per batch of gathered patches.
 const PATCH_PIXELS: usize = 512;
 
-/// A conv on few input channels (a network's first layer: one channel) as a dense layer over 3×3
-/// patches gathered a tile at a time: one pass of `9 · cin` rows instead of nine passes of `cin` rows,
+/// One part of a conv on few input channels (a network's first layer: one channel), as a dense layer over
+/// 3×3 patches gathered a tile at a time: one pass of `9 · cin` rows instead of nine passes of `cin` rows,
 /// which would leave the four-row dot products mostly empty. Taps outside the image take the zero point.
-#[allow(clippy::too_many_arguments)]
-fn conv_by_patches(
-    isa: Isa,
-    input: &[u8],
-    scales: &[ActivationScale],
-    (n, h, w, cin): (usize, usize, usize, usize),
-    geometry: Geometry,
-    weights: &Values<'_>,
-    bias: &Values<'_>,
-    cout: usize,
-    channels: &mut [f32],
-    mut output: QuantizedOutput<'_>,
-) -> Result<(), LengthError> {
+fn conv_by_patches(isa: Isa, layer: &IntLayer<'_>, part: Part, accumulators: &mut [i32]) {
+    let IntGemm { input, scales, cin, geometry, .. } = layer.g;
     let k = 9 * cin;
     let mut patches = [0u8; PATCH_PIXELS * 9 * PATCH_MAX_CIN];
     let mut pixel_scales = [ActivationScale::default(); PATCH_PIXELS];
-    let pixels = n * h * w;
-    let mut at = geometry.locate(0);
-    for p0 in (0..pixels).step_by(PATCH_PIXELS) {
-        let tile = PATCH_PIXELS.min(pixels - p0);
+    let (first, end) = part.pixels;
+    let mut at = geometry.locate(first);
+    for p0 in (first..end).step_by(PATCH_PIXELS) {
+        let tile = PATCH_PIXELS.min(end - p0);
         for t in 0..tile {
             let scale = scales[at.image];
             pixel_scales[t] = scale;
@@ -225,7 +218,6 @@ fn conv_by_patches(
             }
             at = geometry.next(at);
         }
-        let _ = (n, h, w);
         let g = IntGemm {
             input: &patches[..tile * k],
             scales: &pixel_scales[..tile],
@@ -234,25 +226,20 @@ fn conv_by_patches(
             taps: 1,
             cin: k,
             geometry: Geometry::Rows { cin: k },
-            cout,
+            cout: layer.g.cout,
+            part: Part { pixels: (0, tile), channels: part.channels },
         };
-        let rows = p0 * cout..(p0 + tile) * cout;
-        let part = match &mut output {
-            QuantizedOutput::F32(out) => QuantizedOutput::F32(&mut out[rows]),
-            QuantizedOutput::Levels { out, scale, accumulators } => {
-                QuantizedOutput::Levels { out: &mut out[rows], scale: *scale, accumulators }
-            }
-        };
-        run(isa, &g, weights, bias, channels, part)?;
+        layer.sweep(isa, &g, p0, accumulators);
     }
-    Ok(())
 }
 
 /// Fully connected layer on quantized input `[n,cin]` with int8/int4/int2 weights `[cin,cout]`; output
-/// `[n,cout]`. `channels` is scratch of [`channel_scratch_len`]`(cout)` values.
+/// `[n,cout]`. `channels` is scratch of [`channel_scratch_len`]`(cout)` values; `parallel` as for
+/// [`conv2d_3x3_same_quantized`].
 #[allow(clippy::too_many_arguments)]
 pub fn dense_quantized(
     isa: Isa,
+    parallel: &dyn Parallel,
     input: &[u8],
     scales: &[ActivationScale],
     n: usize,
@@ -266,13 +253,15 @@ pub fn dense_quantized(
     check("input", input.len(), n * cin)?;
     check("output", output.len(), n * cout)?;
     check("scales", scales.len(), n)?;
-    let g =
-        IntGemm { input, scales, pixels_per_image: 1, pixels: n, taps: 1, cin, geometry: Geometry::Rows { cin }, cout };
-    run(isa, &g, weights, bias, channels, output)
+    let part = Part { pixels: (0, n), channels: (0, cout) };
+    let geometry = Geometry::Rows { cin };
+    let g = IntGemm { input, scales, pixels_per_image: 1, pixels: n, taps: 1, cin, geometry, cout, part };
+    run(isa, parallel, &g, false, weights, bias, channels, output)
 }
 
 /// One implicit GEMM in integers: `acc[p, o] = Σ_tap Σ_c (input[source(p, tap) + c] − zero) · level[(tap·cin
 /// + c)·cout + o]`, where a tap whose [`Geometry::source`] is `None` reads the quantized zero.
+#[derive(Clone, Copy)]
 struct IntGemm<'a> {
     input: &'a [u8],
     scales: &'a [ActivationScale],
@@ -282,6 +271,141 @@ struct IntGemm<'a> {
     cin: usize,
     geometry: Geometry,
     cout: usize,
+    /// The output pixels and channels this call computes.
+    part: Part,
+}
+
+/// A range of a layer's output pixels and one of its output channels, `(first, end)` each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Part {
+    pixels: (usize, usize),
+    channels: (usize, usize),
+}
+
+/// How a layer is cut into parts for [`Parallel::run`]: by output pixels where each part still fills whole
+/// tiles (every part then reads all the weights), else by output channels in whole blocks (each part
+/// reads its own share of the weights: the small images at a VGG's end, and dense layers on one image).
+fn parts(g: &IntGemm<'_>, threads: usize) -> (usize, impl Fn(usize) -> Part) {
+    let (pixels, cout) = (g.pixels, g.cout);
+    let blocks = cout.div_ceil(COLS);
+    let by_pixels = !taps_one_and_few_rows(g) && pixels >= threads * TILE_PIXELS;
+    let count = if threads < 2 {
+        1
+    } else if by_pixels {
+        threads
+    } else {
+        threads.min(blocks)
+    };
+    let part = move |i: usize| {
+        if count == 1 {
+            Part { pixels: (0, pixels), channels: (0, cout) }
+        } else if by_pixels {
+            Part { pixels: (pixels * i / count, pixels * (i + 1) / count), channels: (0, cout) }
+        } else {
+            let edge = |i: usize| (blocks * i / count * COLS).min(cout);
+            Part { pixels: (0, pixels), channels: (edge(i), edge(i + 1)) }
+        }
+    };
+    (count, part)
+}
+
+/// Accumulators a part keeps on its own stack when the layer runs in several parts (parts computing a
+/// range of channels, and parts with 8-bit outputs, need scratch; the arena's serves one part only).
+const PART_ACCUMULATORS: usize = 8192;
+
+/// A layer's output, written by its parts at once: each part writes only its own pixels or channels.
+struct Rows<'a, T> {
+    start: *mut T,
+    len: usize,
+    _out: PhantomData<&'a mut [T]>,
+}
+
+impl<T> Clone for Rows<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for Rows<'_, T> {}
+
+// SAFETY: `Rows` is a `&mut [T]` cut into regions that distinct parts own (see `region`).
+unsafe impl<T: Send> Send for Rows<'_, T> {}
+// SAFETY: as above.
+unsafe impl<T: Send> Sync for Rows<'_, T> {}
+
+impl<'a, T> Rows<'a, T> {
+    fn new(out: &'a mut [T]) -> Self {
+        Rows { start: out.as_mut_ptr(), len: out.len(), _out: PhantomData }
+    }
+
+    /// Values `start..start + len`.
+    ///
+    /// # Safety
+    /// No other reference to these values may be live: a layer's parts write disjoint regions, and each
+    /// part holds one region at a time.
+    #[allow(clippy::mut_from_ref)]
+    #[inline(always)]
+    unsafe fn region(&self, start: usize, len: usize) -> &mut [T] {
+        assert!(start.checked_add(len).is_some_and(|end| end <= self.len), "output region out of bounds");
+        // SAFETY: in bounds (checked); exclusive by the caller's contract.
+        unsafe { core::slice::from_raw_parts_mut(self.start.add(start), len) }
+    }
+}
+
+/// Where a layer's outputs go, shared by its parts.
+#[derive(Clone, Copy)]
+enum Target<'a> {
+    /// f32 values, seen as i32 (they hold accumulators until the epilogue).
+    F32(Rows<'a, i32>),
+    /// 8-bit levels on the next layer's input scale.
+    Levels(Rows<'a, u8>, ActivationScale),
+}
+
+/// Everything a part of one layer reads.
+struct IntLayer<'a> {
+    g: IntGemm<'a>,
+    levels: Levels<'a>,
+    bias: &'a Values<'a>,
+    target: Target<'a>,
+    /// Whether the input is few-channel conv input, gathered into patches ([`conv_by_patches`]).
+    patches: bool,
+}
+
+impl IntLayer<'_> {
+    /// Computes `part`; `accumulators` is its scratch, or empty for scratch on this stack.
+    fn part(&self, isa: Isa, part: Part, accumulators: &mut [i32]) {
+        let mut local = [0i32; 0];
+        let mut stack;
+        let accumulators = if accumulators.is_empty() && self.needs_scratch(part) {
+            stack = [0i32; PART_ACCUMULATORS];
+            &mut stack[..]
+        } else if accumulators.is_empty() {
+            &mut local[..]
+        } else {
+            accumulators
+        };
+        if self.patches {
+            conv_by_patches(isa, self, part, accumulators)
+        } else {
+            let g = IntGemm { part, ..self.g };
+            self.sweep(isa, &g, 0, accumulators)
+        }
+    }
+
+    fn needs_scratch(&self, part: Part) -> bool {
+        matches!(self.target, Target::Levels(..)) || part.channels != (0, self.g.cout)
+    }
+
+    /// Runs `g` (its output pixel `p` is the layer's `offset + p`) into the layer's target.
+    fn sweep(&self, isa: Isa, g: &IntGemm<'_>, offset: usize, accumulators: &mut [i32]) {
+        let (cout, part) = (self.g.cout, g.part);
+        match self.target {
+            Target::F32(out) if part.channels == (0, cout) => {
+                dispatch(isa, g, self.levels, self.bias, &mut InPlace { out, cout, offset })
+            }
+            target => dispatch(isa, g, self.levels, self.bias, &mut Staged { accumulators, target, cout, offset }),
+        }
+    }
 }
 
 /// Where each output pixel's input rows are.
@@ -363,9 +487,13 @@ impl Levels<'_> {
     }
 }
 
+/// Prepares the weights and cuts the layer into parts for `parallel`.
+#[allow(clippy::too_many_arguments)]
 fn run(
     isa: Isa,
+    parallel: &dyn Parallel,
     g: &IntGemm<'_>,
+    patches: bool,
     weights: &Values<'_>,
     bias: &Values<'_>,
     channels: &mut [f32],
@@ -387,10 +515,8 @@ fn run(
             Levels::Requantized { values: weights, scales, inverse }
         }
     };
-    match output {
-        QuantizedOutput::F32(out) => {
-            dispatch(isa, g, levels, bias, &mut InPlace { out: bytemuck::cast_slice_mut(out), cout: g.cout })
-        }
+    let (target, accumulators) = match output {
+        QuantizedOutput::F32(out) => (Target::F32(Rows::new(bytemuck::cast_slice_mut(out))), &mut [][..]),
         QuantizedOutput::Levels { out, scale, accumulators } => {
             if accumulators.len() < g.cout.min(COLS) {
                 return Err(LengthError { what: "accumulators", expected: g.cout.min(COLS), got: accumulators.len() });
@@ -399,8 +525,16 @@ fn run(
                 // Only a validated file's scales reach here; anything else writes zero levels.
                 return Err(LengthError { what: "output scale", expected: 1, got: 0 });
             }
-            dispatch(isa, g, levels, bias, &mut Requantized { accumulators, out, cout: g.cout, next: scale })
+            (Target::Levels(Rows::new(out), scale), accumulators)
         }
+    };
+    let layer = IntLayer { g: *g, levels, bias, target, patches };
+    let (count, part) = parts(g, parallel.threads());
+    if count == 1 {
+        // One part: the caller's scratch serves it (a bare-metal build never needs more stack).
+        layer.part(isa, part(0), accumulators);
+    } else {
+        parallel.run(count, &|i| layer.part(isa, part(i), &mut []));
     }
     Ok(())
 }
@@ -855,14 +989,15 @@ unsafe fn gemm<K: Sink, M: IntMicro, const PIX: usize>(
         // SAFETY: passed on from this function's caller.
         return unsafe { gemv::<K, M>(g, levels, bias, sink) };
     }
-    let IntGemm { input, scales, pixels_per_image, pixels, taps, cin, geometry, cout } = *g;
+    let IntGemm { input, scales, pixels_per_image, taps, cin, geometry, cout, part, .. } = *g;
+    let ((first_pixel, end_pixel), (first_channel, end_channel)) = (part.pixels, part.channels);
     let mut staged = [0i8; PANEL_BYTES];
     let mut packed = [0i8; PACKED_BYTES];
     let mut column_sums = [0i32; WIDTH];
     let pass_width = sink.pass_width();
     let (mut scale_run, mut bias_run) = ([0.0f32; WIDTH], [0.0f32; WIDTH]);
-    for w0 in (0..cout).step_by(pass_width) {
-        let width = pass_width.min(cout - w0);
+    for w0 in (first_channel..end_channel).step_by(pass_width) {
+        let width = pass_width.min(end_channel - w0);
         for (j, s) in scale_run[..width].iter_mut().enumerate() {
             *s = levels.scale(w0 + j);
         }
@@ -875,11 +1010,12 @@ unsafe fn gemm<K: Sink, M: IntMicro, const PIX: usize>(
         // Pixels per span: the span's accumulators (in `out`) stay in L2 while each pass's weights are
         // requantized and packed once and swept by every tile of the span.
         let span_pixels = sink.span_pixels(width);
-        for s0 in (0..pixels).step_by(span_pixels) {
-            let span = span_pixels.min(pixels - s0);
-            let (acc_stride, acc_base) = sink.layout(s0, w0, width);
+        for s0 in (first_pixel..end_pixel).step_by(span_pixels) {
+            let span = span_pixels.min(end_pixel - s0);
+            let (acc_stride, acc_base) = sink.layout(w0, width);
             let at = |p: usize| (p - s0) * acc_stride + acc_base;
-            let out = sink.accumulators();
+            // SAFETY: this part owns pixels `s0..s0 + span` of channels `w0..w0 + width`.
+            let out = unsafe { sink.accumulators(s0, span) };
             for p in s0..s0 + span {
                 out[at(p)..][..width].fill(0);
             }
@@ -1026,11 +1162,15 @@ unsafe fn gemm<K: Sink, M: IntMicro, const PIX: usize>(
 
 /// Where a layer's i32 accumulators live, and what its epilogue writes.
 trait Sink {
-    /// The accumulators.
-    fn accumulators(&mut self) -> &mut [i32];
-    /// For the span of pixels from `s0` and the channels `w0..w0 + width`: pixel `p`'s accumulators start
-    /// at `(p − s0) × stride + base`.
-    fn layout(&self, s0: usize, w0: usize, width: usize) -> (usize, usize);
+    /// The accumulators of the span of pixels `s0..s0 + span`.
+    ///
+    /// # Safety
+    /// The calling part must own those pixels (of the channels it asks [`Sink::layout`] for): another part
+    /// running at once must not write them.
+    unsafe fn accumulators(&mut self, s0: usize, span: usize) -> &mut [i32];
+    /// For the channels `w0..w0 + width` of a span from `s0`: pixel `p`'s accumulators start at `(p − s0) ×
+    /// stride + base` in [`Sink::accumulators`].
+    fn layout(&self, w0: usize, width: usize) -> (usize, usize);
     /// The most pixels a span of `width` channels may hold.
     fn span_pixels(&self, width: usize) -> usize;
     /// Channels per pass over the weights (at most [`WIDTH`], a multiple of [`COLS`]).
@@ -1040,22 +1180,27 @@ trait Sink {
     /// Pixel `p` is done: its accumulators for channels `w0..w0 + width` start at `at`.
     ///
     /// # Safety
-    /// The CPU must have the features micro-kernel `M` is built for.
+    /// The CPU must have the features micro-kernel `M` is built for, and the calling part must own pixel
+    /// `p`'s channels `w0..w0 + width`.
     unsafe fn finish<M: IntMicro>(&mut self, p: usize, at: usize, w0: usize, sx: f32, channels: Channels<'_>);
 }
 
-/// f32 outputs whose own memory holds the accumulators: no scratch at all.
+/// f32 outputs whose own memory holds the accumulators: no scratch at all. Only for parts that compute
+/// every channel of their pixels (a span's accumulators are whole output rows).
 struct InPlace<'a> {
-    out: &'a mut [i32],
+    out: Rows<'a, i32>,
     cout: usize,
+    /// The layer's output pixel of this call's pixel 0.
+    offset: usize,
 }
 
 impl Sink for InPlace<'_> {
-    fn accumulators(&mut self) -> &mut [i32] {
-        self.out
+    unsafe fn accumulators(&mut self, s0: usize, span: usize) -> &mut [i32] {
+        // SAFETY: passed on from the caller, which owns these pixels' whole rows.
+        unsafe { self.out.region((self.offset + s0) * self.cout, span * self.cout) }
     }
-    fn layout(&self, s0: usize, w0: usize, _: usize) -> (usize, usize) {
-        (self.cout, s0 * self.cout + w0)
+    fn layout(&self, w0: usize, _: usize) -> (usize, usize) {
+        (self.cout, w0)
     }
     fn span_pixels(&self, width: usize) -> usize {
         (SPAN_ACCUMULATOR_BYTES / (4 * width) / TILE_PIXELS * TILE_PIXELS).clamp(TILE_PIXELS, 1024)
@@ -1067,27 +1212,29 @@ impl Sink for InPlace<'_> {
         WIDTH
     }
     #[inline(always)]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn finish<M: IntMicro>(&mut self, _: usize, at: usize, _: usize, sx: f32, channels: Channels<'_>) {
-        let row = &mut self.out[at..][..channels.scales.len()];
-        // SAFETY: passed on from this function's caller.
+    unsafe fn finish<M: IntMicro>(&mut self, p: usize, _: usize, w0: usize, sx: f32, channels: Channels<'_>) {
+        let width = channels.scales.len();
+        // SAFETY: passed on from the caller.
+        let row = unsafe { self.out.region((self.offset + p) * self.cout + w0, width) };
+        // SAFETY: passed on from the caller.
         unsafe { epilogue::<M>(row, sx, channels.scales, channels.bias) };
     }
 }
 
-/// 8-bit outputs on the next layer's static scale, `[pixels, cout]`, with the accumulators in scratch.
-struct Requantized<'a> {
-    accumulators: &'a mut [i32],
-    out: &'a mut [u8],
+/// Accumulators in scratch, then outputs written channel range by channel range: 8-bit levels on the next
+/// layer's static scale, or f32 values for a part that computes some of the channels.
+struct Staged<'a, 'b> {
+    accumulators: &'b mut [i32],
+    target: Target<'a>,
     cout: usize,
-    next: ActivationScale,
+    offset: usize,
 }
 
-impl Sink for Requantized<'_> {
-    fn accumulators(&mut self) -> &mut [i32] {
+impl Sink for Staged<'_, '_> {
+    unsafe fn accumulators(&mut self, _: usize, _: usize) -> &mut [i32] {
         self.accumulators
     }
-    fn layout(&self, _: usize, _: usize, width: usize) -> (usize, usize) {
+    fn layout(&self, _: usize, width: usize) -> (usize, usize) {
         (width, 0)
     }
     fn span_pixels(&self, width: usize) -> usize {
@@ -1101,15 +1248,24 @@ impl Sink for Requantized<'_> {
         (self.accumulators.len() / 32 / COLS * COLS).clamp(COLS, WIDTH)
     }
     #[inline(always)]
-    #[allow(clippy::too_many_arguments)]
     unsafe fn finish<M: IntMicro>(&mut self, p: usize, at: usize, w0: usize, sx: f32, channels: Channels<'_>) {
         let width = channels.scales.len();
         let row = &mut self.accumulators[at..][..width];
-        // SAFETY: passed on from this function's caller.
+        // SAFETY: passed on from the caller.
         unsafe { epilogue::<M>(row, sx, channels.scales, channels.bias) };
-        let inverse = 1.0 / self.next.scale;
-        for (q, &v) in self.out[p * self.cout + w0..][..width].iter_mut().zip(row.iter()) {
-            *q = level(f32::from_bits(v as u32), inverse, self.next.zero);
+        let start = (self.offset + p) * self.cout + w0;
+        match self.target {
+            Target::F32(out) => {
+                // SAFETY: the caller owns these outputs.
+                unsafe { out.region(start, width) }.copy_from_slice(row);
+            }
+            Target::Levels(out, next) => {
+                let inverse = 1.0 / next.scale;
+                // SAFETY: the caller owns these outputs.
+                for (q, &v) in unsafe { out.region(start, width) }.iter_mut().zip(row.iter()) {
+                    *q = level(f32::from_bits(v as u32), inverse, next.zero);
+                }
+            }
         }
     }
 }
@@ -1212,22 +1368,24 @@ const GEMV_WIDTH: usize = PANEL_BYTES / 4;
 /// The CPU must have the features micro-kernel `M` is built for.
 #[inline(always)]
 unsafe fn gemv<K: Sink, M: IntMicro>(g: &IntGemm<'_>, levels: Levels<'_>, bias: &Values<'_>, sink: &mut K) {
-    let IntGemm { input, scales, pixels, cin, geometry, cout, .. } = *g;
+    let IntGemm { input, scales, cin, geometry, cout, part, .. } = *g;
+    let ((first_pixel, end_pixel), (first_channel, end_channel)) = (part.pixels, part.channels);
     let mut staged = [0i8; PANEL_BYTES];
     let mut column_sums = [0i32; GEMV_WIDTH];
     let (mut scale_run, mut bias_run) = ([0.0f32; GEMV_WIDTH], [0.0f32; GEMV_WIDTH]);
-    for (p, &ActivationScale { scale: sx, zero }) in scales.iter().enumerate().take(pixels) {
+    for (p, &ActivationScale { scale: sx, zero }) in scales.iter().enumerate().take(end_pixel).skip(first_pixel) {
         let x = geometry.source(geometry.locate(p), 0).map_or(&input[..0], |start| &input[start..start + cin]);
         let gemv_width = sink.gemv_width();
-        for w0 in (0..cout).step_by(gemv_width) {
-            let width = gemv_width.min(cout - w0);
+        for w0 in (first_channel..end_channel).step_by(gemv_width) {
+            let width = gemv_width.min(end_channel - w0);
             for (j, s) in scale_run[..width].iter_mut().enumerate() {
                 *s = levels.scale(w0 + j);
             }
             bias.decode(w0, &mut bias_run[..width]);
             let whole = width / COLS * COLS;
-            let (_, at) = sink.layout(p, w0, width);
-            let acc = &mut sink.accumulators()[at..][..width];
+            let (_, at) = sink.layout(w0, width);
+            // SAFETY: this part owns pixel `p`'s channels `w0..w0 + width`.
+            let acc = &mut unsafe { sink.accumulators(p, 1) }[at..][..width];
             acc.fill(0);
             // Row `k`'s levels for these channels, requantized into slot `t` of the panel if need be.
             let rows = GemvRows { levels, cout, w0, width, whole };
@@ -1287,7 +1445,14 @@ mod tests {
     extern crate std;
     use super::*;
     use crate::kernels::{conv2d_3x3_same, dense};
-    use std::{format, vec, vec::Vec};
+    use crate::parallel::{Serial, Workers};
+    use std::{boxed::Box, format, vec, vec::Vec};
+
+    /// One thread, and layers cut into two and three parts on worker threads: every result must be the
+    /// same bits.
+    fn parallels() -> Vec<Box<dyn Parallel>> {
+        vec![Box::new(Serial), Box::new(Workers::new(2).unwrap()), Box::new(Workers::new(3).unwrap())]
+    }
 
     /// Deterministic values in [-1, 1), about a third of them zero (like ReLU outputs).
     fn pattern(len: usize, seed: usize) -> impl Iterator<Item = f32> {
@@ -1353,10 +1518,16 @@ mod tests {
     #[test]
     fn quantized_dense_matches_the_integer_reference_bit_for_bit() {
         let builds = Isa::builds_to_compare("quantized_dense_matches_the_integer_reference_bit_for_bit");
-        // Batches of 1 and 2 take the matrix-vector path.
-        for &(n, cin, cout, signed) in
-            &[(1, 33, 1030, false), (2, 37, 200, true), (3, 70, 10, true), (7, 130, 64, false), (65, 5, 130, true)]
-        {
+        // Batches of 1 and 2 take the matrix-vector path. On several threads, 200 rows are cut by rows, the
+        // others by channels (or not at all: 10 and 64 channels are one block).
+        for &(n, cin, cout, signed) in &[
+            (1, 33, 1030, false),
+            (2, 37, 200, true),
+            (3, 70, 10, true),
+            (7, 130, 64, false),
+            (65, 5, 130, true),
+            (200, 20, 70, false),
+        ] {
             let input: Vec<f32> = pattern(n * cin, 4).map(|v| if signed { v } else { v.abs() }).collect();
             let mut x = vec![0; input.len()];
             let mut s = vec![ActivationScale::default(); n];
@@ -1368,11 +1539,12 @@ mod tests {
             let bias_bytes: Vec<u8> = bias.iter().flat_map(|v| v.to_le_bytes()).collect();
             let weights = Values::int8_raw(&lv, &sc, cout);
             let bv = Values::f32_le(&bias_bytes, cout);
-            for &isa in &builds {
+            for (&isa, parallel) in builds.iter().flat_map(|isa| parallels().into_iter().map(move |p| (isa, p))) {
                 let mut got = vec![f32::NAN; n * cout];
                 let mut channels = vec![0.0; channel_scratch_len(cout)];
                 dense_quantized(
                     isa,
+                    &*parallel,
                     &x,
                     &s,
                     n,
@@ -1385,7 +1557,12 @@ mod tests {
                 )
                 .unwrap();
                 for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-                    assert_eq!(g.to_bits(), w.to_bits(), "dense {n}x{cin}->{cout} {isa:?}: value {i}: {g} vs {w}");
+                    let threads = parallel.threads();
+                    assert_eq!(
+                        g.to_bits(),
+                        w.to_bits(),
+                        "dense {n}x{cin}->{cout} {isa:?} {threads}: value {i}: {g} vs {w}"
+                    );
                 }
             }
         }
@@ -1394,9 +1571,16 @@ mod tests {
     #[test]
     fn quantized_conv_matches_the_dequantized_reference_and_every_build_agrees() {
         let builds = Isa::builds_to_compare("quantized_conv_matches_the_dequantized_reference_and_every_build_agrees");
-        for &(n, h, w, cin, cout, signed) in
-            &[(1, 4, 4, 3, 64, false), (2, 5, 3, 7, 70, true), (1, 3, 5, 130, 64, false), (1, 2, 3, 9, 600, false)]
-        {
+        // On several threads: the 12×12 and 16×16 images are cut by pixels (16×16×1 through gathered
+        // patches), 600 channels by channels.
+        for &(n, h, w, cin, cout, signed) in &[
+            (1, 4, 4, 3, 64, false),
+            (2, 5, 3, 7, 70, true),
+            (1, 3, 5, 130, 64, false),
+            (1, 2, 3, 9, 600, false),
+            (1, 12, 12, 9, 70, true),
+            (1, 16, 16, 1, 130, false),
+        ] {
             let input: Vec<f32> = pattern(n * h * w * cin, 1).map(|v| if signed { v } else { v.abs() }).collect();
             let mut x = vec![0; input.len()];
             let mut s = vec![ActivationScale::default(); n];
@@ -1418,21 +1602,23 @@ mod tests {
             let weights = Values::int8_raw(&lv, &sc, cout);
             let bv = Values::f32_le(&bias_bytes, cout);
             let mut first: Option<Vec<f32>> = None;
-            for &isa in &builds {
+            for (&isa, parallel) in builds.iter().flat_map(|isa| parallels().into_iter().map(move |p| (isa, p))) {
+                let parallel = &*parallel;
                 let mut got = vec![f32::NAN; want.len()];
                 let mut channels = vec![0.0; channel_scratch_len(cout)];
                 let out = QuantizedOutput::F32(&mut got);
-                conv2d_3x3_same_quantized(isa, &x, &s, n, h, w, cin, &weights, &bv, cout, &mut channels, out).unwrap();
+                let conv = conv2d_3x3_same_quantized;
+                conv(isa, parallel, &x, &s, n, h, w, cin, &weights, &bv, cout, &mut channels, out).unwrap();
                 // 8-bit outputs on a static scale (with a zero point, to test it) are exactly the levels of
                 // the f32 outputs.
                 let next = ActivationScale { scale: 0.05, zero: 17 };
                 let (mut levels, mut accumulators) = (vec![0u8; want.len()], vec![0i32; REQUANTIZED_ACCUMULATORS]);
                 let out = QuantizedOutput::Levels { out: &mut levels, scale: next, accumulators: &mut accumulators };
-                conv2d_3x3_same_quantized(isa, &x, &s, n, h, w, cin, &weights, &bv, cout, &mut channels, out).unwrap();
+                conv(isa, parallel, &x, &s, n, h, w, cin, &weights, &bv, cout, &mut channels, out).unwrap();
+                let what = format!("conv {n}x{h}x{w}x{cin}->{cout} {isa:?} on {} threads", parallel.threads());
                 for (i, (&q, &v)) in levels.iter().zip(&got).enumerate() {
-                    assert_eq!(q, quantized_level(v, 1.0 / next.scale, next.zero), "conv levels {isa:?}: value {i}");
+                    assert_eq!(q, quantized_level(v, 1.0 / next.scale, next.zero), "{what}: level {i}");
                 }
-                let what = format!("conv {n}x{h}x{w}x{cin}->{cout} {isa:?}");
                 for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                     assert!((g - w).abs() <= 1e-4 * w.abs().max(1.0), "{what}: value {i}: {g} vs reference {w}");
                 }
@@ -1477,11 +1663,11 @@ mod tests {
         let mut want = vec![0.0; n * cout];
         dense(&xq, n, cin, &wq, &bias, cout, &mut want).unwrap();
         let mut first: Option<Vec<f32>> = None;
-        for &isa in builds {
+        for (&isa, parallel) in builds.iter().flat_map(|isa| parallels().into_iter().map(move |p| (isa, p))) {
             let mut got = vec![0.0; n * cout];
             let mut channels = vec![0.0; channel_scratch_len(cout)];
-            dense_quantized(isa, &x, &s, n, cin, &weights, &bv, cout, &mut channels, QuantizedOutput::F32(&mut got))
-                .unwrap();
+            let out = QuantizedOutput::F32(&mut got);
+            dense_quantized(isa, &*parallel, &x, &s, n, cin, &weights, &bv, cout, &mut channels, out).unwrap();
             // Requantizing to int8 moves each weight by at most 0.52 of an int8 step of its channel.
             for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                 let step = channels[i % cout];
