@@ -7,8 +7,9 @@
 # Without KILN it builds ${CARGO_TARGET_DIR:-target}/release/kiln with cargo. RUNS (default 200) sets the
 # batch-1 runs per measurement. Packs f32, int8, int4 and mixed, makes the peer models once
 # (tools/peers.py make, which also checks them against ORT f32), then for each of ROUNDS rounds (default 2)
-# and 1 and 2 threads runs `tools/peers.py bench` and `kiln bench infer --threads T` on each packed model,
-# and ends with a table of medians over the rounds.
+# and 1 and 2 threads runs `tools/peers.py bench --threads T` and `kiln bench infer --threads T` on each
+# packed model (with 2, kiln times batch 1 on 1 and on 2 threads, interleaved), and ends with a table of
+# medians over the rounds.
 # Needs: pip install onnxruntime onnx safetensors numpy tensorflow-cpu ai-edge-litert.
 set -euo pipefail
 src=$(realpath "${1:?usage: tools/bench_infer_peers.sh WEIGHTS_OR_CHECKPOINT [ROUNDS]}")
@@ -50,23 +51,23 @@ done | tee "$out/log"
 
 python3 - "$out/log" <<'EOF'
 import re, statistics, sys
-rows, threads = {}, 1
+rows, name = {}, None
+row = lambda t: rows.setdefault((name, t), {"lat": [], "p90": [], "ips": []})
 for line in open(sys.argv[1]):
-    if m := re.match(r"== round \d+, threads (\d+)", line):
-        threads = int(m[1])
-    elif m := re.match(r"\S+ \(([^)]+)\), [\d,]+ bytes", line):
-        row = rows.setdefault((m[1].split(":")[0], threads), {"lat": [], "p90": [], "ips": []})
-    elif m := re.match(r"batch 1, .*median ([\d.]+) ms, p90 ([\d.]+) ms", line):
-        row["lat"].append(float(m[1])); row["p90"].append(float(m[2]))
-    elif m := re.match(r"batch \d+, .*: ([\d.]+) images/s", line):
-        row["ips"].append(float(m[1]))
-med = {k: {s: statistics.median(v) for s, v in r.items()} for k, r in rows.items()}
+    if m := re.match(r"\S+ \(([^)]+)\), [\d,]+ bytes", line):
+        name = m[1].split(":")[0]
+    elif m := re.match(r"batch 1, (\d+) threads?: .*median ([\d.]+) ms, p90 ([\d.]+) ms", line):
+        row(int(m[1]))["lat"].append(float(m[2])); row(int(m[1]))["p90"].append(float(m[3]))
+    elif m := re.match(r"batch \d+, (\d+) threads?: ([\d.]+) images/s", line):
+        row(int(m[1]))["ips"].append(float(m[2]))
+med = {k: {s: statistics.median(v) for s, v in r.items() if v} for k, r in rows.items()}
 rounds = max(len(r["lat"]) for r in rows.values())
-print(f"\n== summary: medians of {rounds} round(s); kiln's batch 1 is always one thread, its batch 64 with T threads"
-      " is T sessions; a peer's is one session with T intra-op threads")
+print(f"\n== summary: medians of {rounds} round(s); kiln's batch 1 on T threads is one session cutting each integer"
+      " layer into T parts, its batch 64 with T threads is T sessions; a peer runs one session with T intra-op threads")
 print(f"{'model':<22}{'threads':>8}{'b1 median ms':>14}{'b1 p90 ms':>11}{'b64 img/s':>11}")
 for (name, t), r in sorted(med.items(), key=lambda kv: (kv[0][1], not kv[0][0].startswith(("ort", "litert")), kv[0][0])):
-    print(f"{('kiln-' if not name.startswith(('ort', 'litert')) else '') + name:<22}{t:>8}{r['lat']:>14.3f}{r['p90']:>11.3f}{r['ips']:>11.1f}")
+    ips = f"{r['ips']:>11.1f}" if "ips" in r else f"{'-':>11}"
+    print(f"{('kiln-' if not name.startswith(('ort', 'litert')) else '') + name:<22}{t:>8}{r['lat']:>14.3f}{r['p90']:>11.3f}{ips}")
 peer_int8 = ["ort-int8-dynamic", "ort-int8-qdq", "litert-int8-dynamic", "litert-int8-full"]
 print("\nratios kiln / peer: latency below 1 and throughput above 1 mean Kiln is faster")
 for t in sorted({t for _, t in med}):

@@ -48,6 +48,10 @@ typedef enum KilnStatus {
    * A bug inside Kiln; the message says where.
    */
   KILN_STATUS_PANIC = 8,
+  /**
+   * The thread count is 0, or the system could not start the threads.
+   */
+  KILN_STATUS_BAD_THREADS = 9,
 } KilnStatus;
 
 /**
@@ -133,6 +137,17 @@ enum KilnStatus kiln_session_new(const struct KilnModel *model,
  * `session` must come from `kiln_session_new` and not be used afterwards.
  */
 void kiln_session_free(struct KilnSession *session);
+
+/**
+ * Runs each of the session's integer layers on `threads` threads (1: on the calling thread only). Starts
+ * `threads - 1` worker threads, which wait for work between runs; results are the same bits on any
+ * number of threads. Running still allocates nothing.
+ *
+ * # Safety
+ * `session` must be a live handle, not running on another thread.
+ */
+enum KilnStatus kiln_session_set_threads(struct KilnSession *session,
+                                         size_t threads);
 
 /**
  * Classifies `batch` images of normalised f32 values (`input_len` = batch × `kiln_input_len`) and writes

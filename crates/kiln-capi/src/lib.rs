@@ -10,7 +10,8 @@ use std::cell::RefCell;
 use std::ffi::{CString, c_char};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use kiln_core::{Model, Output, RunError, Session, SessionError};
+use kiln_core::parallel::Workers;
+use kiln_core::{Model, Output, RunError, Serial, Session, SessionError};
 
 /// What a call did. `KILN_STATUS_OK` is 0; every other value comes with a message from `kiln_last_error`.
 #[repr(C)]
@@ -33,6 +34,8 @@ pub enum KilnStatus {
     BufferTooSmall = 7,
     /// A bug inside Kiln; the message says where.
     Panic = 8,
+    /// The thread count is 0, or the system could not start the threads.
+    BadThreads = 9,
 }
 
 /// An opened, validated model. Borrows the bytes given to `kiln_model_open`.
@@ -44,8 +47,11 @@ pub struct KilnModel {
 /// A model bound to an arena.
 #[derive(Debug)]
 pub struct KilnSession {
+    // Declared before `workers`, so dropped first: the session borrows them.
     session: Session<'static>,
     classes: usize,
+    /// The threads `kiln_session_set_threads` started (boxed: the session holds their address).
+    workers: Option<Box<Workers>>,
 }
 
 thread_local! {
@@ -172,7 +178,7 @@ pub unsafe extern "C" fn kiln_session_new(
             Ok(session) => {
                 let classes = model.model.metadata().classes;
                 // SAFETY: `out` is non-null and writable per the contract.
-                unsafe { *out = Box::into_raw(Box::new(KilnSession { session, classes })) };
+                unsafe { *out = Box::into_raw(Box::new(KilnSession { session, classes, workers: None })) };
                 KilnStatus::Ok
             }
             Err(e @ SessionError::ArenaTooSmall { .. }) => fail(KilnStatus::ArenaTooSmall, e),
@@ -192,6 +198,47 @@ pub unsafe extern "C" fn kiln_session_free(session: *mut KilnSession) {
         // SAFETY: created by Box::into_raw in kiln_session_new.
         drop(unsafe { Box::from_raw(session) });
     }
+}
+
+/// Runs each of the session's integer layers on `threads` threads (1: on the calling thread only). Starts
+/// `threads - 1` worker threads, which wait for work between runs; results are the same bits on any
+/// number of threads. Running still allocates nothing.
+///
+/// # Safety
+/// `session` must be a live handle, not running on another thread.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kiln_session_set_threads(session: *mut KilnSession, threads: usize) -> KilnStatus {
+    guarded(|| {
+        if session.is_null() {
+            return fail(KilnStatus::NullPointer, "kiln_session_set_threads: session must not be NULL");
+        }
+        if threads == 0 {
+            return fail(KilnStatus::BadThreads, "kiln_session_set_threads: threads must be at least 1");
+        }
+        // SAFETY: a live handle, per the contract.
+        let handle = unsafe { &mut *session };
+        // The old threads stop only after the session no longer refers to them.
+        handle.session.set_parallel(&Serial);
+        handle.workers = None;
+        if threads == 1 {
+            return KilnStatus::Ok;
+        }
+        let workers = match Workers::new(threads) {
+            Ok(workers) => Box::new(workers),
+            Err(e) => {
+                return fail(
+                    KilnStatus::BadThreads,
+                    format!("kiln_session_set_threads: starting {threads} threads: {e}"),
+                );
+            }
+        };
+        // SAFETY: the box lives in the handle until the session stops referring to it (above, or when
+        // the handle is freed: `session` is dropped before `workers`), and its address does not move.
+        let parallel: &'static Workers = unsafe { &*(&*workers as *const Workers) };
+        handle.session.set_parallel(parallel);
+        handle.workers = Some(workers);
+        KilnStatus::Ok
+    })
 }
 
 fn run_status(e: RunError) -> KilnStatus {

@@ -78,6 +78,16 @@ int main(int argc, char **argv) {
         printf("image %zu: class %zu (%.3f)\n", image, best, probabilities[image * classes + best]);
     }
 
+    /* Two threads: the same probabilities, bit for bit; 0 threads is refused. */
+    float threaded[64];
+    EXPECT(kiln_session_set_threads(session, 2) == KILN_STATUS_OK);
+    EXPECT(kiln_run_pixels(session, pixels, 2 * input_len, 2, threaded, 64) == KILN_STATUS_OK);
+    EXPECT(memcmp(threaded, probabilities, 2 * classes * sizeof(float)) == 0);
+    EXPECT(kiln_session_set_threads(session, 0) == KILN_STATUS_BAD_THREADS);
+    EXPECT(strlen(kiln_last_error()) > 0);
+    EXPECT(kiln_session_set_threads(NULL, 2) == KILN_STATUS_NULL_POINTER);
+    EXPECT(kiln_session_set_threads(session, 1) == KILN_STATUS_OK);
+
     /* Bad runs: status codes with messages, and the session still works afterwards. */
     EXPECT(kiln_run_pixels(session, pixels, input_len - 1, 1, probabilities, 64) == KILN_STATUS_BAD_INPUT);
     EXPECT(kiln_run_pixels(session, pixels, 2 * input_len, 3, probabilities, 64) == KILN_STATUS_BAD_BATCH);

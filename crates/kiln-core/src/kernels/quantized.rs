@@ -1350,8 +1350,13 @@ impl GemvRows<'_> {
         };
         // SAFETY: passed on from this function's caller.
         unsafe { M::rows4(xs, rows, self.whole, acc) };
-        for (c, a) in acc.iter_mut().enumerate().skip(self.whole) {
-            *a += (0..4).map(|t| xs[t] as i32 * rows[t][c] as i32).sum::<i32>();
+        // The ragged channels past the last whole block (all of them for a 10-class layer): row by row, so
+        // that the loop over channels vectorizes.
+        let tail = &mut acc[self.whole..width];
+        for (&x, row) in xs.iter().zip(rows) {
+            for (a, &w) in tail.iter_mut().zip(&row[self.whole..width]) {
+                *a += x as i32 * w as i32;
+            }
         }
     }
 }
