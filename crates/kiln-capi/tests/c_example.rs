@@ -40,17 +40,16 @@ fn has(tool: &str) -> bool {
 
 #[test]
 fn c_program_runs_clean_under_valgrind() {
-    // The static library of this package; build it if this test run did not (cargo builds rlibs for tests).
+    // The static library of this package, built (or brought up to date: one left by an earlier build would
+    // lack newer functions) every time, since cargo builds only rlibs for tests.
     let lib = profile_dir().join("libkiln.a");
-    if !lib.exists() {
-        let release = profile_dir().ends_with("release");
-        let mut cargo = Command::new(env!("CARGO"));
-        cargo.args(["build", "-p", "kiln-capi"]);
-        if release {
-            cargo.arg("--release");
-        }
-        assert!(cargo.status().unwrap().success(), "building the static library");
+    let release = profile_dir().ends_with("release");
+    let mut cargo = Command::new(env!("CARGO"));
+    cargo.args(["build", "-p", "kiln-capi"]);
+    if release {
+        cargo.arg("--release");
     }
+    assert!(cargo.status().unwrap().success(), "building the static library");
     assert!(lib.exists(), "{} missing", lib.display());
     let out_dir = std::env::temp_dir().join(format!("kiln-capi-{}", std::process::id()));
     std::fs::create_dir_all(&out_dir).unwrap();

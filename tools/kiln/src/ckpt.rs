@@ -14,9 +14,10 @@ pub enum CkptCommand {
         /// A checkpoint directory (written by `kiln train --ckpt-dir`).
         dir: PathBuf,
     },
-    /// A checkpoint's tensors (name, dtype, shape) and metadata.
+    /// A checkpoint's tensors (name, dtype, shape) and metadata; for a TensorFlow checkpoint, the op chain
+    /// found in its `.meta` graph and the network it maps to.
     Inspect {
-        /// A checkpoint or weights file, or a checkpoint directory (its latest).
+        /// A checkpoint or weights file, or a checkpoint directory (its latest): Kiln's or TensorFlow's.
         file: PathBuf,
     },
 }
@@ -42,6 +43,9 @@ fn cmd_ckpt_ls(dir: &Path) -> Result<()> {
 }
 
 fn cmd_ckpt_inspect(file: &Path) -> Result<()> {
+    if kiln_import::tf::is_tf_checkpoint(file) {
+        return inspect_tensorflow(file);
+    }
     let path = resolve_checkpoint(file)?;
     let ckpt = Checkpoint::open(&path)?;
     println!("{} (step {}, every CRC-32 checked)", path.display(), ckpt.step());
@@ -55,6 +59,42 @@ fn cmd_ckpt_inspect(file: &Path) -> Result<()> {
     println!("metadata:");
     for (key, value) in keys {
         println!("  {key} = {value}");
+    }
+    Ok(())
+}
+
+fn inspect_tensorflow(file: &Path) -> Result<()> {
+    use kiln_import::tf::{TfCheckpoint, is_slot};
+    let ckpt = TfCheckpoint::open(file)?;
+    println!(
+        "{} (TensorFlow Saver checkpoint, step {}, {} data shard{}, every CRC32C checked)",
+        ckpt.prefix.display(),
+        ckpt.step,
+        ckpt.bundle.shard_count(),
+        if ckpt.bundle.shard_count() == 1 { "" } else { "s" }
+    );
+    println!("{:<36} {:<9} {:<20} {:>12}", "tensor", "dtype", "shape", "bytes");
+    for e in ckpt.bundle.entries() {
+        let note = if is_slot(&e.name) { "  (optimizer state or bookkeeping: dropped on conversion)" } else { "" };
+        println!("{:<36} {:<9} {:<20} {:>12}{note}", e.name, e.dtype, format!("{:?}", e.shape), e.bytes);
+    }
+    match &ckpt.graph {
+        None => println!("no .meta graph: `kiln convert --model fc3|convnet4|vgg` names the network"),
+        Some(Err(e)) => println!("the .meta graph does not map onto Kiln's layers: {e}"),
+        Some(Ok(walked)) => {
+            println!("op chain from the input to the logits ({} ops):", walked.chain.len());
+            for op in &walked.chain {
+                println!("  {op}");
+            }
+            let network = &walked.network;
+            println!("network: input {}, layers:", network.input);
+            for (layer, name) in network.layers.iter().zip(network.layer_names()) {
+                println!("  {name:<10} {layer:?}");
+            }
+            for (k, (weights, bias)) in walked.params.iter().enumerate() {
+                println!("  parameters {k}: {weights}, {}", bias.as_deref().unwrap_or("(no bias: zeros)"));
+            }
+        }
     }
     Ok(())
 }

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::Args;
 use kiln_pack::convert::{self, Conversion, Measurement, Source};
 use kiln_pack::eval::EvalOptions;
@@ -17,8 +17,13 @@ use crate::ui::{ImagesBar, thousands};
 
 #[derive(Args, Debug)]
 pub struct ConvertArgs {
-    /// A checkpoint or weights file, or a checkpoint directory (its latest checkpoint).
+    /// A checkpoint or weights file, or a checkpoint directory (its latest checkpoint): Kiln's own, or a
+    /// TensorFlow Saver checkpoint (`vgg_net.ckpt-N`, any of its files, or its directory).
     pub checkpoint: PathBuf,
+    /// For a TensorFlow checkpoint: take the network from this preset (fc3, convnet4, vgg) instead of the
+    /// `.meta` graph, matching tensors by shape (the mapping is printed). Needed when there is no `.meta`.
+    #[arg(long, value_name = "PRESET")]
+    pub model: Option<String>,
     /// Where to write the packed model.
     #[arg(short, long, value_name = "FILE")]
     pub output: PathBuf,
@@ -62,10 +67,81 @@ fn first_images(data: &Dataset, count: usize) -> Dataset {
     }
 }
 
-/// The checkpoint a file or directory argument names, opened (every tensor's CRC-32 checked).
+/// The checkpoint a file or directory argument names, opened (every tensor's CRC checked): Kiln's own, or
+/// TensorFlow's.
 pub fn open_source(path: &Path) -> Result<Source> {
+    open_source_as(path, None)
+}
+
+/// [`open_source`], with the network of a TensorFlow checkpoint taken from `preset` when given.
+pub fn open_source_as(path: &Path, preset: Option<&str>) -> Result<Source> {
+    if kiln_import::tf::is_tf_checkpoint(path) {
+        return open_tensorflow(path, preset);
+    }
+    if let Some(preset) = preset {
+        bail!(
+            "--model {preset} is for TensorFlow checkpoints without a .meta graph; {} is a Kiln checkpoint, which \
+             describes its own network",
+            path.display()
+        );
+    }
     let path = resolve_checkpoint(path)?;
     Ok(Source::open(&path)?)
+}
+
+/// A TensorFlow Saver checkpoint as a conversion source: the network from its `.meta` graph (named after
+/// the preset it equals, if any) or from `preset`, the weights from its bundle, the optimizer slots dropped.
+fn open_tensorflow(path: &Path, preset: Option<&str>) -> Result<Source> {
+    use sha2::{Digest, Sha256};
+    let ckpt = kiln_import::tf::TfCheckpoint::open(path)?;
+    let stem = ckpt.prefix.file_name().and_then(|n| n.to_str()).unwrap_or("tf").split(".ckpt").next().unwrap_or("tf");
+    let model = match preset {
+        Some(name) => {
+            let network = kiln_train::presets::by_name(name)
+                .with_context(|| format!("--model {name}: not a preset (fc3, convnet4, vgg)"))?;
+            let (model, mapping) = ckpt.to_model_as(network)?;
+            eprintln!("tensors matched to {name} by shape, in name order:");
+            for (kiln, tf) in mapping {
+                eprintln!("  {kiln:<16} <- {tf}");
+            }
+            model
+        }
+        None => {
+            let mut model = ckpt.to_model(stem)?;
+            let same =
+                |p: &kiln_train::network::Network| p.layers == model.network.layers && p.input == model.network.input;
+            if let Some(p) = ["fc3", "convnet4", "vgg"].into_iter().filter_map(kiln_train::presets::by_name).find(same)
+            {
+                model.network.name = p.name;
+            }
+            model
+        }
+    };
+    let (mut len, mut hash) = (0, Sha256::new());
+    for file in ckpt.files() {
+        let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+        len += bytes.len();
+        hash.update(&bytes);
+    }
+    let slots: Vec<String> =
+        ckpt.bundle.entries().into_iter().filter(|e| kiln_import::tf::is_slot(&e.name)).map(|e| e.name).collect();
+    eprintln!(
+        "TensorFlow checkpoint {} (step {}, every CRC32C checked): network {} from {}; {} optimizer and bookkeeping \
+         tensors dropped",
+        ckpt.prefix.display(),
+        ckpt.step,
+        model.network.name,
+        if preset.is_some() { "the --model preset" } else { "the .meta graph" },
+        slots.len()
+    );
+    Ok(Source {
+        path: ckpt.prefix.clone(),
+        step: ckpt.step,
+        len,
+        sha256: hash.finalize().into(),
+        optimizer_state: ckpt.has_optimizer_state(),
+        model,
+    })
 }
 
 /// A plan error with the command-line flag it came from: `--quant` or `--layer SCOPE=TYPE`.
@@ -138,7 +214,7 @@ pub fn print_report(source: &Source, conversion: &Conversion<'_>, measured: Opti
 }
 
 pub fn cmd_convert(args: ConvertArgs) -> Result<()> {
-    let source = open_source(&args.checkpoint)?;
+    let source = open_source_as(&args.checkpoint, args.model.as_deref())?;
     let plan = QuantPlan::new(&source.layers(), &args.quant, &args.layers).map_err(plan_error)?;
     let mut conversion = Conversion::new(&source.model, plan, &source.provenance())?;
 
