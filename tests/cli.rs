@@ -1099,3 +1099,51 @@ fn no_gpu_adapter_is_explained() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("Device: CPU (wgpu found no GPU adapter"), "{}", stdout(&out));
 }
+
+#[test]
+fn tensorflow_checkpoints_convert_and_inspect() {
+    // TensorFlow's own files (tests/fixtures/import, made by tools/make_import_fixtures.py).
+    let convnet4 = repo().join("tests/fixtures/import/convnet4");
+    let dir = scratch("tf-convert");
+    let out = dir.join("convnet4.kiln");
+    let (ckpt_s, out_s) = (convnet4.to_str().unwrap(), out.to_str().unwrap());
+    let data = small_mnist("tf-convert-data", 50, 500);
+    let text = succeeds(&["convert", ckpt_s, "-o", out_s, "--quant", "int8", "--data", data.to_str().unwrap()]);
+    assert!(text.contains("Packed convnet4 (step 150)"), "{text}");
+    let (_, _, before, _) = convert_row(&text, "f32 network");
+    let (bytes, _, after, agreement) = convert_row(&text, "int8");
+    assert_eq!(bytes, std::fs::metadata(&out).unwrap().len());
+    assert!(before > 90.0 && (after - before).abs() <= 1.0 && agreement >= 98.0, "{text}");
+
+    let inspect = succeeds(&["ckpt", "inspect", ckpt_s]);
+    for expected in [
+        "step 150",
+        "layer1_weights/Adam",
+        "dropped on conversion",
+        "Conv2D (Conv2D_3)",
+        "MatMul",
+        "Dense { units: 10 }",
+    ] {
+        assert!(inspect.contains(expected), "no {expected:?} in:\n{inspect}");
+    }
+
+    // Without the .meta, --model names the network and the mapping is printed.
+    let copy = dir.join("no-meta");
+    std::fs::create_dir_all(&copy).unwrap();
+    for entry in std::fs::read_dir(&convnet4).unwrap() {
+        let entry = entry.unwrap();
+        if !entry.file_name().to_string_lossy().ends_with(".meta") {
+            std::fs::copy(entry.path(), copy.join(entry.file_name())).unwrap();
+        }
+    }
+    let copy_s = copy.to_str().unwrap();
+    let err = fails(&["convert", copy_s, "-o", out_s, "--no-eval"]);
+    assert!(err.contains(".meta") && err.contains("--model"), "{err}");
+    let o = kiln(&["convert", copy_s, "-o", out_s, "--no-eval", "--model", "convnet4"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("conv1/weights") && stderr(&o).contains("<- layer1_weights"), "{}", stderr(&o));
+    let err = fails(&["convert", copy_s, "-o", out_s, "--no-eval", "--model", "vgg"]);
+    assert!(err.contains("no unused float32 tensor of shape"), "{err}");
+    let err = fails(&["convert", ckpt_s, "-o", out_s, "--model", "vgg16"]);
+    assert!(err.contains("vgg16") && err.contains("preset"), "{err}");
+}

@@ -34,22 +34,58 @@ fn kiln_logits(model: &Model, test: &kiln_train::data::Dataset) -> Vec<f32> {
     out
 }
 
+fn softmax(v: &[f32]) -> Vec<f32> {
+    let max = v.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let e: Vec<f32> = v.iter().map(|x| (x - max).exp()).collect();
+    let sum: f32 = e.iter().sum();
+    e.iter().map(|x| x / sum).collect()
+}
+
 fn assert_matches_tensorflow(name: &str, model: &Model) {
+    assert_matches_logits(name, model, &fixtures().join(format!("{name}/{name}.tf-logits.f32")));
+}
+
+/// Kiln's f32 network against the logits TensorFlow recorded: the same class for every test digit, logits
+/// within 1e-4 relative and probabilities within 1e-4.
+fn assert_matches_logits(name: &str, model: &Model, logits: &Path) {
     let test = test_set();
-    let want = read_f32(&fixtures().join(format!("{name}/{name}.tf-logits.f32")));
+    let want = read_f32(logits);
     let got = kiln_logits(model, &test);
     assert_eq!(got.len(), want.len());
-    let (mut worst, mut agree) = (0.0f32, 0);
+    let (mut worst, mut worst_p, mut agree) = (0.0f32, 0.0f32, 0);
     for (g, w) in got.chunks_exact(10).zip(want.chunks_exact(10)) {
         for (a, b) in g.iter().zip(w) {
             worst = worst.max((a - b).abs() / b.abs().max(1.0));
         }
+        for (a, b) in softmax(g).iter().zip(softmax(w)) {
+            worst_p = worst_p.max((a - b).abs());
+        }
         let argmax = |v: &[f32]| (0..10).max_by(|&i, &j| v[i].total_cmp(&v[j])).unwrap();
         agree += usize::from(argmax(g) == argmax(w));
     }
-    eprintln!("{name}: top-1 agreement {agree}/{}, worst relative logit difference {worst:.2e}", test.len());
+    eprintln!(
+        "{name}: top-1 agreement {agree}/{}, worst relative logit difference {worst:.2e}, worst probability \
+         difference {worst_p:.2e}",
+        test.len()
+    );
     assert_eq!(agree, test.len(), "{name}: Kiln and TensorFlow disagree on some test digits");
     assert!(worst <= 1e-4, "{name}: logits differ by {worst} relative");
+    assert!(worst_p <= 1e-4, "{name}: probabilities differ by {worst_p}");
+}
+
+/// The series' VGG, trained by the fixture script in TensorFlow (184 MB, so made on demand):
+/// `python3 tools/make_import_fixtures.py --vgg DIR`, then
+/// `KILN_TF_VGG=DIR/vgg cargo test --release -p kiln-import -- --ignored vgg`.
+#[test]
+#[ignore = "needs the 184 MB VGG checkpoint in KILN_TF_VGG (tools/make_import_fixtures.py --vgg DIR)"]
+fn vgg_from_its_meta_graph_gives_tensorflows_predictions() {
+    let dir = PathBuf::from(std::env::var_os("KILN_TF_VGG").expect("KILN_TF_VGG names the VGG checkpoint directory"));
+    let ckpt = TfCheckpoint::open(&dir).unwrap();
+    assert!(ckpt.has_optimizer_state());
+    let model = ckpt.to_model("vgg").unwrap();
+    assert_eq!(model.network.layers, presets::vgg().layers);
+    assert_eq!(model.network.input, presets::vgg().input);
+    assert_matches_logits("vgg", &model, &dir.join("vgg.tf-logits.f32"));
 }
 
 #[test]

@@ -17,8 +17,8 @@ use crate::ui::{ImagesBar, thousands};
 
 #[derive(Args, Debug)]
 pub struct ConvertArgs {
-    /// A checkpoint or weights file, or a checkpoint directory (its latest checkpoint): Kiln's own, or a
-    /// TensorFlow Saver checkpoint (`vgg_net.ckpt-N`, any of its files, or its directory).
+    /// A checkpoint or weights file, or a checkpoint directory (its latest checkpoint): Kiln's own, a
+    /// TensorFlow Saver checkpoint (`vgg_net.ckpt-N`, any of its files, or its directory), or an ONNX file.
     pub checkpoint: PathBuf,
     /// For a TensorFlow checkpoint: take the network from this preset (fc3, convnet4, vgg) instead of the
     /// `.meta` graph, matching tensors by shape (the mapping is printed). Needed when there is no `.meta`.
@@ -78,6 +78,14 @@ pub fn open_source_as(path: &Path, preset: Option<&str>) -> Result<Source> {
     if kiln_import::tf::is_tf_checkpoint(path) {
         return open_tensorflow(path, preset);
     }
+    if kiln_import::onnx::is_onnx(path) {
+        if preset.is_some() {
+            bail!(
+                "--model is for TensorFlow checkpoints without a .meta graph; an ONNX file describes its own network"
+            );
+        }
+        return open_onnx(path);
+    }
     if let Some(preset) = preset {
         bail!(
             "--model {preset} is for TensorFlow checkpoints without a .meta graph; {} is a Kiln checkpoint, which \
@@ -87,6 +95,39 @@ pub fn open_source_as(path: &Path, preset: Option<&str>) -> Result<Source> {
     }
     let path = resolve_checkpoint(path)?;
     Ok(Source::open(&path)?)
+}
+
+/// Names an imported network after the preset it equals, if any.
+fn name_after_preset(network: &mut kiln_train::network::Network) {
+    let same = |p: &kiln_train::network::Network| p.layers == network.layers && p.input == network.input;
+    if let Some(p) = ["fc3", "convnet4", "vgg"].into_iter().filter_map(kiln_train::presets::by_name).find(same) {
+        network.name = p.name;
+    }
+}
+
+/// An ONNX file as a conversion source, through kiln-import (tract-onnx's protobuf types).
+fn open_onnx(path: &Path) -> Result<Source> {
+    use sha2::{Digest, Sha256};
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("onnx").split('.').next().unwrap_or("onnx");
+    let mut imported = kiln_import::onnx::import(path, stem)?;
+    name_after_preset(&mut imported.model.network);
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    eprintln!(
+        "ONNX file {} ({}): network {}, {} ops{}",
+        path.display(),
+        if imported.producer.is_empty() { "no producer named" } else { &imported.producer },
+        imported.model.network.name,
+        imported.chain.len() - 1,
+        if imported.permuted { "; dense weights permuted from the C,H,W flatten to Kiln's H,W,C" } else { "" }
+    );
+    Ok(Source {
+        path: path.to_path_buf(),
+        step: 0,
+        len: bytes.len(),
+        sha256: Sha256::digest(&bytes).into(),
+        optimizer_state: false,
+        model: imported.model,
+    })
 }
 
 /// A TensorFlow Saver checkpoint as a conversion source: the network from its `.meta` graph (named after
@@ -108,12 +149,7 @@ fn open_tensorflow(path: &Path, preset: Option<&str>) -> Result<Source> {
         }
         None => {
             let mut model = ckpt.to_model(stem)?;
-            let same =
-                |p: &kiln_train::network::Network| p.layers == model.network.layers && p.input == model.network.input;
-            if let Some(p) = ["fc3", "convnet4", "vgg"].into_iter().filter_map(kiln_train::presets::by_name).find(same)
-            {
-                model.network.name = p.name;
-            }
+            name_after_preset(&mut model.network);
             model
         }
     };
