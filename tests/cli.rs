@@ -1146,4 +1146,21 @@ fn tensorflow_checkpoints_convert_and_inspect() {
     assert!(err.contains("no unused float32 tensor of shape"), "{err}");
     let err = fails(&["convert", ckpt_s, "-o", out_s, "--model", "vgg16"]);
     assert!(err.contains("vgg16") && err.contains("preset"), "{err}");
+
+    // Out as ONNX (from the packed file: int8 weights dequantized) and back in through the ONNX importer.
+    let onnx = dir.join("convnet4.onnx");
+    let onnx_s = onnx.to_str().unwrap();
+    let text = succeeds(&["export", out_s, "-o", onnx_s]);
+    assert!(text.contains("Exported convnet4 (int8 weights, exported as f32)") && text.contains("opset 13"), "{text}");
+    let back = dir.join("back.kiln");
+    let o = kiln(&["convert", onnx_s, "-o", back.to_str().unwrap(), "--quant", "int8", "--no-eval"]);
+    assert!(
+        o.status.success() && stderr(&o).contains("ONNX file") && stderr(&o).contains("network convnet4"),
+        "{}",
+        stderr(&o)
+    );
+    let err = fails(&["export", "/nonexistent/model.kiln", "-o", onnx_s]);
+    assert!(err.contains("/nonexistent/model.kiln"), "{err}");
+    let err = fails(&["convert", repo().join("README.md").to_str().unwrap(), "-o", out_s]);
+    assert!(err.contains("README.md"), "{err}");
 }

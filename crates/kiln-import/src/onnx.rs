@@ -472,8 +472,10 @@ pub fn import(path: &Path, name: &str) -> Result<OnnxImport, OnnxError> {
                     (Layout::Nhwc, [0, 3, 1, 2]) => Layout::Nchw,
                     (Layout::Nchw, [0, 2, 3, 1]) => Layout::Nhwc,
                     (l, _) => {
-                        return Err(importer
-                            .unsupported(node, format!("perm {perm:?} on a {l:?} tensor: Kiln maps NHWC<->NCHW only")));
+                        return Err(importer.unsupported(
+                            node,
+                            format!("perm {perm:?} on a {l:?} tensor: Kiln maps NHWC<->NCHW only"),
+                        ));
                     }
                 };
             }

@@ -12,6 +12,7 @@ mod ckpt;
 mod convert;
 mod data;
 mod eval;
+mod export;
 mod inspect;
 mod predict;
 mod train;
@@ -39,6 +40,8 @@ enum Command {
     Ckpt(ckpt::CkptCommand),
     /// Pack a checkpoint into a `.kiln` model file, quantizing the weights, and measure the accuracy cost.
     Convert(Box<convert::ConvertArgs>),
+    /// Write a checkpoint or a `.kiln` file as an ONNX model (for ONNX Runtime, tract, onnxruntime-web).
+    Export(export::ExportArgs),
     /// Show what a `.kiln` model file holds: layers, tensors, metadata and the memory the runtime needs.
     Inspect(inspect::InspectArgs),
     /// Classify digit images (PNG/JPEG, any size and colour) with a `.kiln` model.
@@ -85,6 +88,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bench(BenchCommand::Infer(args)) => bench_infer::cmd_bench_infer(args),
         Command::Ckpt(command) => ckpt::cmd_ckpt(command),
         Command::Convert(args) => convert::cmd_convert(*args),
+        Command::Export(args) => export::cmd_export(args),
         Command::Inspect(args) => inspect::cmd_inspect(args),
         Command::Predict(args) => predict::cmd_predict(args),
         Command::WebAssets(args) => web::cmd_web_assets(args),
