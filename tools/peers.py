@@ -5,7 +5,7 @@
     python3 tools/peers.py bench OUTDIR [--threads T] [--runs R] # time them, printed like `kiln bench infer`
 
 `make` reads a Kiln weights file (a checkpoint, or the file `kiln convert` reports packing), and writes to OUTDIR:
-  model.onnx                  f32, from tools/export_onnx.py
+  model.onnx                  f32, from `kiln export` (the kiln binary in $KILN, else on PATH)
   model-ort-int8-dynamic.onnx quantize_dynamic (Conv -> ConvInteger, dense -> MatMulInteger; Gemm is first
                               split into MatMul + Add, since ORT's dynamic quantizer skips Gemm)
   model-ort-int8-qdq.onnx     quantize_static, QDQ, s8 activations and per-channel s8 weights, MinMax
@@ -177,8 +177,7 @@ def make(weights, outdir):
                                           quantize_static)
     from safetensors.numpy import load_file
 
-    sys.path.insert(0, HERE)
-    import export_onnx
+    import subprocess
 
     os.makedirs(outdir, exist_ok=True)
     network, norm = read_network(weights)
@@ -189,7 +188,8 @@ def make(weights, outdir):
           f"mean {norm['mean']} std {norm['std']}")
 
     # ONNX: f32, dynamic int8, static QDQ int8.
-    export_onnx.main(weights, p("model.onnx"))
+    subprocess.run([os.environ.get("KILN", "kiln"), "export", weights, "-o", p("model.onnx")], check=True,
+                   stdout=subprocess.DEVNULL)
     with tempfile.TemporaryDirectory() as tmp:
         gemm_to_matmul(p("model.onnx"), os.path.join(tmp, "matmul.onnx"))
         quantize_dynamic(os.path.join(tmp, "matmul.onnx"), p("model-ort-int8-dynamic.onnx"), weight_type=QuantType.QInt8)

@@ -48,11 +48,7 @@ else
 fi
 source_file=$ckpt
 [ -d "$ckpt" ] && source_file=$(ls -t "$ckpt"/*.safetensors | head -1)
-if python3 -c 'import onnx, safetensors, numpy' 2>/dev/null; then
-  python3 tools/export_onnx.py "$source_file" "$out/models/convnet4.onnx"
-else
-  echo "note: no python3 onnx package (pip install onnx safetensors numpy): bench.html will measure Kiln alone"
-fi
+"$kiln" export "$source_file" -o "$out/models/convnet4.onnx" >/dev/null
 
 echo "== download sizes (gzip -9)"
 total=0

@@ -5,3 +5,4 @@
 pub mod onnx;
 pub mod onnx_export;
 pub mod tf;
+pub mod tract_peer;

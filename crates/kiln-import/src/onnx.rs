@@ -157,6 +157,12 @@ impl<'g> Importer<'g> {
             .map_err(|_| bad("a negative dimension".into()))?;
         let count =
             dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or_else(|| bad("its shape overflows".into()))?;
+        if t.data_location == Some(pb::tensor_proto::DataLocation::External as i32) || !t.external_data.is_empty() {
+            return Err(bad(
+                "its data is in an external file, which Kiln does not read (save the model with its weights inside)"
+                    .into(),
+            ));
+        }
         // tract checks sizes in some paths and panics in others; check first.
         if !t.raw_data.is_empty() && t.raw_data.len() != 4 * count {
             return Err(bad(format!("{} bytes of data for shape {dims:?} ({count} float32 values)", t.raw_data.len())));
@@ -305,15 +311,16 @@ impl<'g> Importer<'g> {
     }
 }
 
-fn read_model(path: &Path) -> Result<pb::ModelProto, OnnxError> {
-    let bytes = std::fs::read(path).map_err(|source| OnnxError::Io { path: path.to_path_buf(), source })?;
-    pb::ModelProto::decode(&bytes[..])
-        .map_err(|e| OnnxError::NotOnnx { path: path.to_path_buf(), reason: e.to_string() })
-}
-
 /// Imports the ONNX file at `path` as a Kiln model named `name`.
 pub fn import(path: &Path, name: &str) -> Result<OnnxImport, OnnxError> {
-    let proto = read_model(path)?;
+    let bytes = std::fs::read(path).map_err(|source| OnnxError::Io { path: path.to_path_buf(), source })?;
+    import_bytes(&bytes, path, name)
+}
+
+/// [`import`] of a file's bytes; `path` names it in errors (and locates external data).
+pub fn import_bytes(bytes: &[u8], path: &Path, name: &str) -> Result<OnnxImport, OnnxError> {
+    let proto = pb::ModelProto::decode(bytes)
+        .map_err(|e| OnnxError::NotOnnx { path: path.to_path_buf(), reason: e.to_string() })?;
     let graph = proto
         .graph
         .as_ref()

@@ -10,7 +10,7 @@ use kiln_core::{Isa, Model, Parallel, Serial, Session};
 
 #[derive(Args, Debug)]
 pub struct BenchInferArgs {
-    /// A `.kiln` model file.
+    /// A `.kiln` model file; or an ONNX file, run by tract as a peer (one thread, the same measurements).
     pub model: PathBuf,
     /// Threads. Batch 1 is timed on one thread and, when this is more, on this many: one session cutting
     /// each integer layer into parts (f32 layers run on the calling thread). The batched measurement runs
@@ -59,6 +59,9 @@ fn digits(count: usize, len: usize) -> Vec<u8> {
 }
 
 pub fn cmd_bench_infer(args: BenchInferArgs) -> Result<()> {
+    if kiln_import::onnx::is_onnx(&args.model) {
+        return bench_tract(&args);
+    }
     let bytes = std::fs::read(&args.model).with_context(|| format!("reading {}", args.model.display()))?;
     let model =
         Model::from_bytes(&bytes).with_context(|| format!("{} is not a valid model file", args.model.display()))?;
@@ -154,6 +157,67 @@ pub fn cmd_bench_infer(args: BenchInferArgs) -> Result<()> {
         if threads == 1 { "" } else { "s" },
         images_done / elapsed,
         images_done * flops / elapsed / 1e9,
+        args.batches
+    );
+    Ok(())
+}
+
+/// The same measurements for an ONNX file run by tract (a peer; always one thread).
+fn bench_tract(args: &BenchInferArgs) -> Result<()> {
+    use kiln_import::tract_peer::{TRACT_VERSION, TractPlan};
+    let imported = kiln_import::onnx::import(&args.model, "model")?;
+    let network = &imported.model.network;
+    let flops = network.forward_flops()? as f64;
+    let shape = network.input;
+    let len = shape.len();
+    let same = |p: &kiln_train::network::Network| p.layers == network.layers && p.input == network.input;
+    let name = ["fc3", "convnet4", "vgg"]
+        .into_iter()
+        .filter_map(kiln_train::presets::by_name)
+        .find(same)
+        .map_or("onnx".into(), |p| p.name);
+    let bytes =
+        std::fs::metadata(&args.model).with_context(|| format!("reading {}", args.model.display()))?.len() as usize;
+    println!(
+        "{name} (tract-f32), {} bytes, {:.1} MFLOP per image, {TRACT_VERSION}",
+        crate::ui::thousands(bytes),
+        flops / 1e6
+    );
+    let to_f32 = |pixels: &[u8]| -> Vec<f32> { pixels.iter().map(|&p| network.normalization.apply(p)).collect() };
+    let one = TractPlan::new(&args.model, 1, [shape.h, shape.w, shape.c]).map_err(anyhow::Error::msg)?;
+    let images = to_f32(&digits(64, len));
+    let mut times = Vec::with_capacity(args.runs as usize);
+    for r in 0..10 + args.runs as usize {
+        let image = &images[(r % 64) * len..][..len];
+        let started = Instant::now();
+        std::hint::black_box(one.run(image).map_err(anyhow::Error::msg)?);
+        if r >= 10 {
+            times.push(started.elapsed().as_secs_f64());
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    let pick = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
+    println!(
+        "batch 1, 1 thread:    median {:.3} ms, p90 {:.3} ms over {} runs ({:.1} GFLOP/s)",
+        pick(0.5) * 1e3,
+        pick(0.9) * 1e3,
+        times.len(),
+        flops / pick(0.5) / 1e9
+    );
+    let batch = args.batch as usize;
+    let many = TractPlan::new(&args.model, batch, [shape.h, shape.w, shape.c]).map_err(anyhow::Error::msg)?;
+    let batch_images = to_f32(&digits(batch, len));
+    many.run(&batch_images).map_err(anyhow::Error::msg)?;
+    let started = Instant::now();
+    for _ in 0..args.batches {
+        std::hint::black_box(many.run(&batch_images).map_err(anyhow::Error::msg)?);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let done = (batch * args.batches as usize) as f64;
+    println!(
+        "batch {batch}, 1 thread: {:.1} images/s ({:.1} GFLOP/s), {} batches",
+        done / elapsed,
+        done * flops / elapsed / 1e9,
         args.batches
     );
     Ok(())

@@ -40,14 +40,33 @@ pub fn index_path(prefix: &Path) -> PathBuf {
 
 impl Bundle {
     pub fn open(prefix: &Path) -> Result<Bundle, TfError> {
-        let index = index_path(prefix);
-        let file = index.display().to_string();
-        let bytes = read(&index)?;
+        let bytes = read(&index_path(prefix))?;
+        Bundle::from_parts(prefix, &bytes, |count| {
+            (0..count)
+                .map(|shard| {
+                    let path = shard_path(prefix, shard, count);
+                    if !path.exists() {
+                        return Err(TfError::MissingShard { path });
+                    }
+                    read(&path)
+                })
+                .collect()
+        })
+    }
+
+    /// A bundle from the bytes of its `.index` and its shards (`shards(count)` reads them); `prefix` names
+    /// the files in errors. Every entry is parsed and every tensor's CRC32C checked.
+    pub fn from_parts(
+        prefix: &Path,
+        bytes: &[u8],
+        shards: impl FnOnce(usize) -> Result<Vec<Vec<u8>>, TfError>,
+    ) -> Result<Bundle, TfError> {
+        let file = index_path(prefix).display().to_string();
         let bad =
             |tensor: &str, reason: String| TfError::Entry { file: file.clone(), tensor: tensor.to_string(), reason };
         let mut header = None;
         let mut entries = BTreeMap::new();
-        for (key, value) in table::entries(&bytes, &file)? {
+        for (key, value) in table::entries(bytes, &file)? {
             if key.is_empty() {
                 header =
                     Some(BundleHeaderProto::decode(&value[..]).map_err(|e| TfError::Index {
@@ -72,14 +91,7 @@ impl Bundle {
         let count = usize::try_from(header.num_shards).ok().filter(|&n| (1..=4096).contains(&n)).ok_or_else(|| {
             TfError::Index { file: file.clone(), reason: format!("the header names {} shards", header.num_shards) }
         })?;
-        let mut shards = Vec::with_capacity(count);
-        for shard in 0..count {
-            let path = shard_path(prefix, shard, count);
-            if !path.exists() {
-                return Err(TfError::MissingShard { path });
-            }
-            shards.push(read(&path)?);
-        }
+        let shards = shards(count)?;
         let bundle = Bundle { prefix: prefix.to_path_buf(), entries, shards };
         for name in bundle.entries.keys() {
             bundle.bytes_of(name)?;
