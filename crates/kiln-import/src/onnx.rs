@@ -670,7 +670,11 @@ pub fn import_bytes(bytes: &[u8], path: &Path, name: &str) -> Result<OnnxImport,
                 }
                 // Kiln's [in, out], rows in H,W,C order.
                 let mut kiln = vec![0.0; k * units];
-                let (channels, pixels) = flattened_image(&layers, network_input);
+                // For an NCHW flatten (the last layer so far): the image it flattened, by Kiln's shape rules.
+                let before_flatten = &layers[..layers.len().saturating_sub(1)];
+                let image = kiln_core::network::infer(before_flatten, network_input)
+                    .map_err(|e| importer.unsupported(node, format!("the network so far is not valid: {e:?}")))?;
+                let (channels, pixels) = (image.c, image.h * image.w);
                 for row in 0..k {
                     let source_row = if chw {
                         // Kiln row (pixel, channel) comes from ONNX row (channel, pixel).
@@ -739,25 +743,4 @@ pub fn import_bytes(bytes: &[u8], path: &Path, name: &str) -> Result<OnnxImport,
         producer: format!("{} {}", proto.producer_name, proto.producer_version).trim().to_string(),
         permuted,
     })
-}
-
-/// For an NCHW flatten: the channels and pixels of the image that was flattened (the shape after the layers
-/// so far, which end just before the flatten).
-fn flattened_image(layers: &[Layer], input: Shape) -> (usize, usize) {
-    let mut s = input;
-    let mut before_flatten = s;
-    for layer in layers {
-        s = match *layer {
-            Layer::Conv2d { filters } => Shape { c: filters, ..s },
-            Layer::Dense { units } => Shape { h: 1, w: 1, c: units },
-            Layer::MaxPool => Shape { h: s.h / 2, w: s.w / 2, c: s.c },
-            Layer::Flatten => {
-                before_flatten = s;
-                Shape { h: 1, w: 1, c: s.len() }
-            }
-            Layer::Pad { top, bottom, left, right } => Shape { h: s.h + top + bottom, w: s.w + left + right, c: s.c },
-            Layer::Relu => s,
-        };
-    }
-    (before_flatten.c, before_flatten.h * before_flatten.w)
 }

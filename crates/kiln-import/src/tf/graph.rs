@@ -642,7 +642,9 @@ fn forward<'g>(
         if !matches!(op, Op::Conv { .. } | Op::MatMul { .. } | Op::Bias { .. }) {
             pending_bias = matches!(op, Op::Same) && pending_bias;
         }
-        shape = shape_after(&layers, network_input);
+        // Kiln's own shape rules (the layers so far were each checked as they were added).
+        shape = kiln_core::network::infer(&layers, network_input)
+            .map_err(|e| graph.unsupported(node, format!("the network so far is not valid: {e:?}")))?;
         known.insert(node.name.as_str(), batch_dims(shape, flat));
     }
     Ok(Walked {
@@ -656,20 +658,4 @@ fn forward<'g>(
         chain: names,
         input: input.name.clone(),
     })
-}
-
-/// The shape after `layers` from `input`.
-fn shape_after(layers: &[Layer], input: Shape) -> Shape {
-    let mut s = input;
-    for layer in layers {
-        s = match *layer {
-            Layer::Conv2d { filters } => Shape { c: filters, ..s },
-            Layer::Dense { units } => Shape { h: 1, w: 1, c: units },
-            Layer::MaxPool => Shape { h: s.h / 2, w: s.w / 2, c: s.c },
-            Layer::Flatten => Shape { h: 1, w: 1, c: s.len() },
-            Layer::Pad { top, bottom, left, right } => Shape { h: s.h + top + bottom, w: s.w + left + right, c: s.c },
-            Layer::Relu => s,
-        };
-    }
-    s
 }
