@@ -8,9 +8,9 @@
 
 use crate::network::{Layer, NetworkError, Shape};
 
-/// Where a parametric layer's tensors sit in a flat parameter list. The `index`-th conv or dense layer owns
-/// tensor `2 * index` (its weights) and `2 * index + 1` (its bias): the one indexing convention of every
-/// parameter list (checkpoints, the trainer, the GPU, the `.kiln` tensor table Kiln writes).
+/// Where a parametric layer's tensors sit in a flat parameter list. The `index`-th conv, dense or scale-shift
+/// layer owns tensor `2 * index` (its weights) and `2 * index + 1` (its bias): the one indexing convention of
+/// every parameter list (checkpoints, the trainer, the GPU, the `.kiln` tensor table Kiln writes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ParamSlot {
     /// Which parametric layer this is, counting from 0.
@@ -18,7 +18,7 @@ pub struct ParamSlot {
 }
 
 impl ParamSlot {
-    /// Index of the weight tensor (`[3,3,in,out]` or `[in,out]`) in a flat parameter list.
+    /// Index of the weight tensor (`[kh,kw,in,out]`, `[in,out]` or a scale-shift's `[c]`) in a flat parameter list.
     pub const fn weights(&self) -> usize {
         2 * self.index
     }
@@ -38,11 +38,12 @@ pub struct Step {
     /// Per-image input and output shapes.
     pub input: Shape,
     pub output: Shape,
-    /// The layer's parameters, for conv and dense layers.
+    /// The layer's parameters, for conv, dense and scale-shift layers.
     pub params: Option<ParamSlot>,
-    /// The layer rewrites its input instead of writing another buffer: ReLU works element-wise, and flatten
-    /// is the same bytes in NHWC. Nothing reads a pre-ReLU value (conv and dense backward read their input,
-    /// ReLU backward its output), so this is safe for training too.
+    /// The layer rewrites its input instead of writing another buffer: ReLU, the other activations and
+    /// dropout work element-wise, and flatten is the same bytes in NHWC. Nothing reads a pre-activation value
+    /// (conv and dense backward read their input, an activation's backward its output, dropout's its mask),
+    /// so this is safe for training too.
     pub in_place: bool,
     /// A conv or dense layer directly followed by a ReLU: paths that fuse run the ReLU in this layer's
     /// epilogue and skip the ReLU's step (its [`Step::fused`] is set).
@@ -215,7 +216,7 @@ impl<'a> Steps<'a> {
             self.params += 1;
             ParamSlot { index: self.params - 1 }
         });
-        let in_place = matches!(layer, Layer::Relu | Layer::Flatten);
+        let in_place = matches!(layer, Layer::Relu | Layer::Flatten | Layer::Activation(_) | Layer::Dropout { .. });
         let src = self.activation;
         if !in_place {
             self.activation += 1;
@@ -228,8 +229,8 @@ impl<'a> Steps<'a> {
             output,
             params,
             in_place,
-            fuses_relu: layer.has_params() && self.layers.get(index + 1) == Some(&Layer::Relu),
-            fused: layer == Layer::Relu && previous.is_some_and(Layer::has_params),
+            fuses_relu: layer.is_linear() && self.layers.get(index + 1) == Some(&Layer::Relu),
+            fused: layer == Layer::Relu && previous.is_some_and(Layer::is_linear),
             src,
             dst: self.activation,
         };

@@ -9,9 +9,9 @@ use crate::plan::Plan;
 /// The weights and bias of one parametric layer.
 #[derive(Clone, Copy, Debug)]
 pub struct LayerParams<'a> {
-    /// `[3,3,in,out]` for a conv, `[in,out]` for a dense layer.
+    /// `[kh,kw,in,out]` for a conv, `[in,out]` for a dense layer, `[c]` (the scale) for a scale-shift.
     pub weights: &'a [f32],
-    /// `[out]`
+    /// `[out]` (a scale-shift's shift)
     pub bias: &'a [f32],
 }
 
@@ -26,6 +26,9 @@ pub enum ForwardError {
     Length { layer: usize, error: LengthError },
     /// A scratch buffer is shorter than `batch * max_activation_len`.
     ScratchTooSmall { needed: usize, got: usize },
+    /// A model with static activation scales holds a layer the 8-bit path does not run (validation refuses
+    /// such files; this guards the runtime all the same).
+    StaticUnsupported { layer: usize, kind: &'static str },
 }
 
 impl fmt::Display for ForwardError {
@@ -36,6 +39,9 @@ impl fmt::Display for ForwardError {
             ForwardError::Length { layer, error } => write!(f, "layer {layer}: {error}"),
             ForwardError::ScratchTooSmall { needed, got } => {
                 write!(f, "scratch buffer holds {got} values, needs {needed}")
+            }
+            ForwardError::StaticUnsupported { layer, kind } => {
+                write!(f, "layer {layer}: {kind} does not run with static activation scales")
             }
         }
     }
@@ -50,7 +56,7 @@ impl From<NetworkError> for ForwardError {
 }
 
 /// Runs one layer on a batch of `n` images of shape `input_shape`; returns the output shape.
-/// `params` is required for conv and dense layers and ignored otherwise.
+/// `params` is required for conv, dense and scale-shift layers and ignored otherwise.
 pub fn forward_layer(
     index: usize,
     layer: &Layer,
@@ -78,9 +84,24 @@ pub fn forward_layer(
             kernels::dense(input, n, c, p.weights, p.bias, units, output).map_err(length)?
         }
         Layer::Relu => kernels::relu(input, output).map_err(length)?,
-        Layer::Flatten => {
+        Layer::Flatten | Layer::Dropout { .. } => {
             kernels::check("output", output.len(), input.len()).map_err(length)?;
             output.copy_from_slice(input)
+        }
+        Layer::Conv { filters, window } => {
+            let p = need_params()?;
+            kernels::conv2d(input, n, (h, w, c), &window, p.weights, p.bias, filters, output).map_err(length)?
+        }
+        Layer::Pool { kind, window } => kernels::pool(input, n, (h, w, c), kind, &window, output).map_err(length)?,
+        Layer::GlobalAvgPool => kernels::global_avg_pool(input, n, (h, w, c), output).map_err(length)?,
+        Layer::Activation(activation) => {
+            kernels::check("output", output.len(), input.len()).map_err(length)?;
+            output.copy_from_slice(input);
+            kernels::activation_in_place(activation, output)
+        }
+        Layer::ScaleShift => {
+            let p = need_params()?;
+            kernels::scale_shift(input, p.weights, p.bias, output).map_err(length)?
         }
     }
     Ok(out_shape)

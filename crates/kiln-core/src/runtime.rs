@@ -29,8 +29,10 @@ struct IntegerNeeds {
 fn integer_needs(model: &Model<'_>) -> IntegerNeeds {
     let mut needs = IntegerNeeds::default();
     for step in model.plan().steps() {
-        let (Some(b), Layer::Conv2d { filters: cout } | Layer::Dense { units: cout }) =
-            (model.binding(step.index), step.layer)
+        let (
+            Some(b),
+            Layer::Conv2d { filters: cout } | Layer::Conv { filters: cout, .. } | Layer::Dense { units: cout },
+        ) = (model.binding(step.index), step.layer)
         else {
             continue;
         };
@@ -242,9 +244,12 @@ fn run_layers_observed<'s>(
     for step in plan.steps() {
         let (in_len, out_len) = (n * step.input.len(), n * step.output.len());
         if step.in_place {
-            // ReLU rewrites its input; flatten is free in NHWC.
-            if step.layer == Layer::Relu {
-                kernels::relu_in_place(&mut buffers[step.src_buffer()][..in_len]);
+            // Activations rewrite their input; flatten is free in NHWC, dropout is the identity.
+            let values = &mut buffers[step.src_buffer()][..in_len];
+            match step.layer {
+                Layer::Relu => kernels::relu_in_place(values),
+                Layer::Activation(activation) => kernels::activation_in_place(activation, values),
+                _ => {}
             }
             continue;
         }
@@ -255,7 +260,8 @@ fn run_layers_observed<'s>(
         let Shape { h, w, c } = step.input;
         let binding = model.binding(step.index);
         let tensors = binding.map(|b| (model.tensor(b.weights).values(), model.tensor(b.bias).values()));
-        let integer = tensors.as_ref().is_some_and(|(w, _)| kernels::runs_on_integers(w.dtype()));
+        let integer =
+            step.layer.is_linear() && tensors.as_ref().is_some_and(|(w, _)| kernels::runs_on_integers(w.dtype()));
         if integer {
             kernels::quantize_activations(input, n, &mut levels[..in_len], activation_scales).map_err(length)?;
             if let Some(slot) = step.params {
@@ -264,7 +270,10 @@ fn run_layers_observed<'s>(
         }
         let x = &levels[..if integer { in_len } else { 0 }];
         match (step.layer, &tensors) {
-            (Layer::Conv2d { filters: cout } | Layer::Dense { units: cout }, Some((weights, bias))) if integer => {
+            (
+                Layer::Conv2d { filters: cout } | Layer::Conv { filters: cout, .. } | Layer::Dense { units: cout },
+                Some((weights, bias)),
+            ) if integer => {
                 let channels =
                     &mut channels[..kernels::channel_scratch_len(if weights.dtype().is_blocked() { cout } else { 0 })];
                 let output = QuantizedOutput::F32(output);
@@ -277,6 +286,17 @@ fn run_layers_observed<'s>(
             }
             (Layer::Dense { units }, Some((weights, bias))) => {
                 kernels::dense_packed(isa, input, n, c, weights, bias, units, output).map_err(length)?
+            }
+            (Layer::Conv { filters, window }, Some((weights, bias))) => {
+                kernels::conv2d_packed(isa, input, n, (h, w, c), &window, weights, bias, filters, output)
+                    .map_err(length)?
+            }
+            (Layer::ScaleShift, Some((scale, shift))) => {
+                // Validation keeps both f32.
+                let (Some(scale), Some(shift)) = (scale.as_f32(), shift.as_f32()) else {
+                    return Err(ForwardError::MissingParams { layer: step.index });
+                };
+                kernels::scale_shift(input, scale, shift, output).map_err(length)?
             }
             (layer, _) if layer.has_params() => return Err(ForwardError::MissingParams { layer: step.index }),
             (layer, _) => {
@@ -310,6 +330,10 @@ fn integer_layer(
         }
         Layer::Dense { units } => {
             kernels::dense_quantized(isa, parallel, input, scales, n, c, weights, bias, units, channels, output)
+        }
+        Layer::Conv { filters, window } => {
+            let conv = kernels::conv2d_quantized;
+            conv(isa, parallel, input, scales, n, (h, w, c), &window, weights, bias, filters, channels, output)
         }
         _ => Ok(()),
     }
@@ -359,6 +383,7 @@ pub(crate) fn run_layers_static<'s>(
             continue;
         }
         if step.in_place {
+            // Validation lets only ReLU, flatten and dropout through here.
             if step.layer == Layer::Relu {
                 kernels::relu_levels_in_place(&mut buffers[step.src_buffer()][..in_len], current.zero as u8);
             }
@@ -409,6 +434,7 @@ pub(crate) fn run_layers_static<'s>(
                 }
             }
             (Layer::Conv2d { .. } | Layer::Dense { .. }, _, _) => unreachable!("handled above"),
+            (layer, _, _) => return Err(ForwardError::StaticUnsupported { layer: step.index, kind: layer.kind() }),
         }
     }
     Ok(&mut logits[..n * plan.output().len()])

@@ -32,6 +32,9 @@ pub enum GpuError {
     /// Reading results back failed.
     #[error("reading results back from the GPU failed: {0}")]
     Readback(String),
+    /// The GPU path has no kernel for this layer yet; the CPU runs it (`--device cpu`).
+    #[error("layer {layer} ({kind}) does not run on the GPU {path}; use --device cpu")]
+    UnsupportedLayer { layer: usize, kind: &'static str, path: &'static str },
     /// A batch of zero images was asked for when building a network or session.
     #[error("the batch size must be at least 1")]
     ZeroBatch,

@@ -84,7 +84,8 @@ where
             }
             Layer::Relu if step.fused => continue,
             Layer::Relu => Dispatch::Layer(LayerOp::new(gpu, kernels, LayerPass::ReluForward, image, src, dst, None)?),
-            Layer::Flatten => continue,
+            Layer::Flatten | Layer::Dropout { .. } => continue,
+            layer => return Err(GpuError::UnsupportedLayer { layer: step.index, kind: layer.kind(), path: "yet" }),
         };
         dispatches.push(op);
     }

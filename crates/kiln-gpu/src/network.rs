@@ -96,6 +96,11 @@ impl<'g> GpuNetwork<'g> {
         }
         let plan = Plan::new(layers, input)?;
         let steps: Vec<_> = plan.steps().collect();
+        // GPU training runs the series' layers (dropout as the identity is not training it).
+        if let Some(step) = steps.iter().find(|s| !s.layer.is_series()) {
+            let (layer, kind) = (step.index, step.layer.kind());
+            return Err(GpuError::UnsupportedLayer { layer, kind, path: "in training" });
+        }
         // Parameter buffers, checked against the plan.
         let wanted: Vec<usize> = steps
             .iter()
@@ -238,6 +243,10 @@ impl<'g> GpuNetwork<'g> {
                         backward.push(Dispatch::Layer(op));
                     }
                     Layer::Flatten => {}
+                    layer => {
+                        let (layer_index, kind) = (step.index, layer.kind());
+                        return Err(GpuError::UnsupportedLayer { layer: layer_index, kind, path: "in training" });
+                    }
                 }
                 // Out-of-place layers wrote the input gradient into the spare buffer (the first parametric
                 // layer writes none, and nothing reads past it).

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use kiln_core::network::{Layer, Shape};
+use kiln_core::network::{Activation, Layer, PoolKind, Scalar, Shape, Window};
 use kiln_train::model::Model;
 use kiln_train::network::{Network, Normalization};
 use prost::Message;
@@ -18,9 +18,11 @@ use tract_onnx::data_resolver::FopenDataResolver;
 use tract_onnx::pb::{self, AttributeProto, GraphProto, NodeProto, TensorProto};
 
 /// The ops Kiln maps, for error messages.
-pub const SUPPORTED_OPS: &str = "Conv (3x3, stride 1, same padding, group 1), Relu, MaxPool (2x2, stride 2), \
-    Gemm, MatMul + Add, Add (bias), Flatten, Reshape (flatten), Transpose (NHWC<->NCHW), Pad (zeros), \
-    Identity, Dropout, Softmax/LogSoftmax (last)";
+pub const SUPPORTED_OPS: &str = "Conv (2-D, kernels up to 7x7, strides up to 7, any padding, group 1, no \
+    dilation), MaxPool and AveragePool (2-D, windows up to 7, floor mode), GlobalAveragePool, ReduceMean (over H,W), \
+    BatchNormalization (inference), Relu, Clip, Tanh, Sigmoid, LeakyRelu, Gemm (no transA), MatMul, per-channel \
+    Add/Sub/Mul/Div, Flatten (axis 1), Reshape (flatten), Squeeze, Transpose (NHWC<->NCHW), Pad (zeros), \
+    Identity, Dropout (inference), Softmax/LogSoftmax (last)";
 
 /// Why an ONNX file could not be imported. Every variant names the file.
 #[derive(Debug, Error)]
@@ -58,6 +60,9 @@ pub struct OnnxImport {
     pub producer: String,
     /// Whether the input was NCHW and flattened in C,H,W order (dense weights permuted).
     pub permuted: bool,
+    /// Whether the file's input is NCHW. The Kiln model takes NHWC, the same bytes for one channel; with more,
+    /// the caller transposes.
+    pub input_nchw: bool,
 }
 
 /// Whether `path` looks like an ONNX file (by its extension).
@@ -309,6 +314,116 @@ impl<'g> Importer<'g> {
             _ => Err(self.unsupported(node, "Kiln folds Shape, Gather, Slice, Concat, Unsqueeze, Squeeze, Cast, Identity, Mul, Div, Add and Sub in shape subgraphs")),
         }
     }
+    /// A conv's or pool's window from its attributes (`kernel_shape`, `strides`, `pads`, `auto_pad`,
+    /// `dilations`); `kernel` is a conv's, from its weights. Checks that Kiln runs it and that it fits `shape`.
+    fn window(&self, node: &NodeProto, shape: Shape, kernel: Option<(usize, usize)>) -> Result<Window, OnnxError> {
+        let as_sizes = |name: &str, v: &[i64]| -> Result<Vec<usize>, OnnxError> {
+            v.iter()
+                .map(|&x| usize::try_from(x).map_err(|_| self.unsupported(node, format!("a negative {name} {v:?}"))))
+                .collect()
+        };
+        let declared = self.ints_attr(node, "kernel_shape").filter(|k| !k.is_empty());
+        let (kh, kw) = match (declared, kernel) {
+            (Some(k), _) if k.len() != 2 => {
+                return Err(self.unsupported(node, format!("kernel_shape {k:?}: Kiln runs 2-D windows only")));
+            }
+            (Some(k), Some((kh, kw))) if as_sizes("kernel_shape", &k)? != [kh, kw] => {
+                return Err(self.unsupported(node, format!("kernel_shape {k:?} against weights {kh}x{kw}")));
+            }
+            (Some(k), _) => {
+                let k = as_sizes("kernel_shape", &k)?;
+                (k[0], k[1])
+            }
+            (None, Some(k)) => k,
+            (None, None) => return Err(self.unsupported(node, "no kernel_shape")),
+        };
+        if let Some(d) = self.ints_attr(node, "dilations").filter(|d| d.iter().any(|&v| v != 1)) {
+            return Err(self.unsupported(node, format!("dilations {d:?}: Kiln's windows are not dilated")));
+        }
+        let strides = self.ints_attr(node, "strides").filter(|s| !s.is_empty()).unwrap_or(vec![1, 1]);
+        let [sh, sw] = as_sizes("stride", &strides)?[..] else {
+            return Err(self.unsupported(node, format!("strides {strides:?} for a 2-D window")));
+        };
+        let auto_pad = attr(node, "auto_pad").map(|a| String::from_utf8_lossy(&a.s).into_owned()).unwrap_or_default();
+        let window = match auto_pad.as_str() {
+            "" | "NOTSET" => {
+                let pads = self.ints_attr(node, "pads").filter(|p| !p.is_empty()).unwrap_or(vec![0; 4]);
+                let [top, left, bottom, right] = as_sizes("pad", &pads)?[..] else {
+                    return Err(self.unsupported(node, format!("pads {pads:?} for a 2-D window")));
+                };
+                Window { kh, kw, sh, sw, top, bottom, left, right }
+            }
+            "VALID" => Window { kh, kw, sh, sw, top: 0, bottom: 0, left: 0, right: 0 },
+            "SAME_UPPER" | "SAME_LOWER" if sh == sw => {
+                let same = Window::same(kh, kw, sh, shape.h, shape.w);
+                if auto_pad == "SAME_LOWER" {
+                    Window { top: same.bottom, bottom: same.top, left: same.right, right: same.left, ..same }
+                } else {
+                    same
+                }
+            }
+            other => return Err(self.unsupported(node, format!("auto_pad \"{other}\" with strides {strides:?}"))),
+        };
+        window.check().map_err(|reason| self.unsupported(node, format!("the window {window}: {reason}")))?;
+        if window.output(shape.h, shape.w).is_none() {
+            return Err(self.unsupported(node, format!("a {window} window on a {}x{} image", shape.h, shape.w)));
+        }
+        Ok(window)
+    }
+}
+
+/// A constant operand as one value per channel of `shape` in `layout`: a scalar, or a tensor whose one
+/// non-1 dimension is the channel axis (`[1, c, 1, 1]` or `[c, 1, 1]` on NCHW, `[c]` or `[1, 1, 1, c]` on NHWC or
+/// flat data).
+fn per_channel(dims: &[usize], values: &[f32], shape: Shape, layout: Layout) -> Option<Vec<f32>> {
+    if values.len() == 1 {
+        return Some(vec![values[0]; shape.c]);
+    }
+    if values.len() != shape.c || dims.iter().filter(|&&d| d != 1).count() != 1 {
+        return None;
+    }
+    let axis = dims.iter().position(|&d| d != 1)?;
+    let from_end = dims.len() - axis;
+    let fits = match layout {
+        // Broadcasting aligns the last axes: the channel of [n, c, h, w] is third from the end.
+        Layout::Nchw => from_end == 3 || shape.h * shape.w == 1 && from_end == 1,
+        Layout::Nhwc | Layout::Flat { .. } => from_end == 1,
+    };
+    fits.then(|| values.to_vec())
+}
+
+/// Applies `x * scale + shift` per channel after the layers so far: folded into the last layer's parameters
+/// when `foldable` (a conv or dense layer, or a scale-shift, with nothing after it), else as a new
+/// scale-shift layer.
+fn channel_affine(
+    layers: &mut Vec<Layer>,
+    params: &mut Vec<(Vec<usize>, Vec<f32>, Vec<f32>)>,
+    foldable: bool,
+    shape: Shape,
+    scale: Option<&[f32]>,
+    shift: Option<&[f32]>,
+) {
+    let c = shape.c;
+    let ones = vec![1.0; c];
+    let zeros = vec![0.0; c];
+    let (scale, shift) = (scale.unwrap_or(&ones), shift.unwrap_or(&zeros));
+    match (foldable, layers.last(), params.last_mut()) {
+        (true, Some(layer), Some((_, weights, bias))) if layer.is_linear() || *layer == Layer::ScaleShift => {
+            // Weights `[..., c]`: column o scales by scale[o]; a scale-shift's `[c]` likewise.
+            for row in weights.chunks_exact_mut(c) {
+                for (w, &s) in row.iter_mut().zip(scale) {
+                    *w *= s;
+                }
+            }
+            for ((b, &s), &t) in bias.iter_mut().zip(scale).zip(shift) {
+                *b = *b * s + t;
+            }
+        }
+        _ => {
+            layers.push(Layer::ScaleShift);
+            params.push((vec![c], scale.to_vec(), shift.to_vec()));
+        }
+    }
 }
 
 /// Imports the ONNX file at `path` as a Kiln model named `name`.
@@ -377,6 +492,14 @@ pub fn import_bytes(bytes: &[u8], path: &Path, name: &str) -> Result<OnnxImport,
         })
         .unwrap_or_default();
     let fixed = |d: &[Option<i64>]| d.iter().all(Option::is_some);
+    // A 4-D input is NCHW when its first op is an NCHW op (PyTorch's export), NHWC when it is a Transpose or
+    // Reshape to NCHW (tf2onnx's); otherwise a one-channel image [n, 1, h, w] is NCHW.
+    let first_op = graph.node.iter().find(|n| n.input.first() == Some(&input.name)).map(|n| n.op_type.as_str());
+    let nchw_input = match first_op {
+        Some("Conv" | "MaxPool" | "AveragePool" | "GlobalAveragePool" | "BatchNormalization" | "Pad") => true,
+        Some("Transpose" | "Reshape") => false,
+        _ => matches!(dims.as_slice(), [_, Some(1), Some(h), Some(_)] if *h > 1),
+    };
     let (mut shape, mut layout) = match dims.as_slice() {
         [_, rest @ ..] if !fixed(rest) => {
             return Err(interface(format!(
@@ -384,17 +507,16 @@ pub fn import_bytes(bytes: &[u8], path: &Path, name: &str) -> Result<OnnxImport,
                 input.name
             )));
         }
-        [_, Some(c), Some(h), Some(w)] if *c <= 4 && *h > 4 => {
-            if *c != 1 {
-                return Err(interface(format!(
-                    "input \"{}\" is NCHW with {c} channels: Kiln takes NHWC input",
-                    input.name
-                )));
-            }
-            (Shape { h: *h as usize, w: *w as usize, c: 1 }, Layout::Nchw)
+        [_, Some(c), Some(h), Some(w)] if nchw_input => {
+            (Shape { h: *h as usize, w: *w as usize, c: *c as usize }, Layout::Nchw)
         }
         [_, Some(h), Some(w), Some(c)] => (Shape { h: *h as usize, w: *w as usize, c: *c as usize }, Layout::Nhwc),
         [_, Some(784)] => (Shape { h: 28, w: 28, c: 1 }, Layout::Flat { chw: false }),
+        // A sequence [n, length, features]: element-wise and per-feature ops run on it as an image one pixel
+        // wide; ops that need an image refuse it by its layout.
+        [_, Some(l), Some(f)] => (Shape { h: *l as usize, w: 1, c: *f as usize }, Layout::Nhwc),
+        // A batch of scalars.
+        [_] => (Shape { h: 1, w: 1, c: 1 }, Layout::Flat { chw: false }),
         [_, Some(k)] => (Shape { h: 1, w: 1, c: *k as usize }, Layout::Flat { chw: false }),
         _ => {
             return Err(interface(format!(
@@ -404,6 +526,7 @@ pub fn import_bytes(bytes: &[u8], path: &Path, name: &str) -> Result<OnnxImport,
         }
     };
     let network_input = shape;
+    let layout_of_input = layout;
     let in_layout = |shape: Shape, layout: Layout| -> Vec<Int> {
         let per: Vec<usize> = match layout {
             Layout::Nhwc => vec![shape.h, shape.w, shape.c],
@@ -429,7 +552,9 @@ pub fn import_bytes(bytes: &[u8], path: &Path, name: &str) -> Result<OnnxImport,
     let mut chain = vec![format!("input ({})", input.name)];
     let mut permuted = false;
     let mut current = input.name.clone();
-    let mut pending_bias = false;
+    // The last layer is a conv, dense or scale-shift with nothing after it yet: a per-channel scale or shift
+    // folds into its parameters.
+    let mut foldable = false;
     let mut steps = 0;
     while current != output.name {
         steps += 1;
@@ -458,7 +583,9 @@ pub fn import_bytes(bytes: &[u8], path: &Path, name: &str) -> Result<OnnxImport,
         };
         let index = graph.node.iter().position(|n| std::ptr::eq(n, node)).unwrap_or(0);
         chain.push(format!("{} ({})", node.op_type, node_label(node, index).trim_matches('"')));
-        if node.input.first().map(String::as_str) != Some(current.as_str()) && node.op_type != "Add" {
+        if node.input.first().map(String::as_str) != Some(current.as_str())
+            && !matches!(node.op_type.as_str(), "Add" | "Mul")
+        {
             return Err(importer.unsupported(node, format!("the data \"{current}\" is not its first input")));
         }
         let other_input = |node: &NodeProto| node.input.iter().find(|i| **i != current).cloned();
@@ -466,7 +593,25 @@ pub fn import_bytes(bytes: &[u8], path: &Path, name: &str) -> Result<OnnxImport,
             dims.iter().product::<usize>() == want && dims.iter().filter(|&&d| d != 1).count() <= 1
         };
         match node.op_type.as_str() {
-            "Identity" | "Dropout" => {}
+            "Identity" => {}
+            "Dropout" => {
+                let training = match node.input.get(2).filter(|t| !t.is_empty()) {
+                    Some(t) => importer.fold(t, 0)? != [Int::Known(0)],
+                    None => false,
+                };
+                if training || (node.output.len() > 1 && consumers.contains_key(node.output[1].as_str())) {
+                    return Err(importer.unsupported(node, "dropout in training mode (or its mask used)"));
+                }
+                // Kept for the record (the identity at inference, and what retraining would drop).
+                let ratio = match node.input.get(1).filter(|r| !r.is_empty()) {
+                    Some(r) => importer.floats(r)?.1.first().copied().unwrap_or(0.5),
+                    None => attr(node, "ratio").map_or(0.5, |a| a.f),
+                };
+                if !(0.0..1.0).contains(&ratio) {
+                    return Err(importer.unsupported(node, format!("ratio {ratio}")));
+                }
+                layers.push(Layer::Dropout { rate: Scalar::new(ratio) });
+            }
             "Relu" => layers.push(Layer::Relu),
             "Softmax" | "LogSoftmax" => {
                 if node.output.first() != Some(&output.name) {
@@ -492,40 +637,25 @@ pub fn import_bytes(bytes: &[u8], path: &Path, name: &str) -> Result<OnnxImport,
                         importer.unsupported(node, format!("a conv on a {layout:?} tensor (ONNX convs are NCHW)"))
                     );
                 }
-                for (name, want) in [("strides", vec![1, 1]), ("dilations", vec![1, 1])] {
-                    if let Some(v) = importer.ints_attr(node, name).filter(|v| !v.is_empty() && *v != want) {
-                        return Err(importer
-                            .unsupported(node, format!("{name} {v:?}: Kiln's convs have stride 1 and no dilation")));
-                    }
-                }
                 if attr(node, "group").is_some_and(|a| a.i != 1) {
                     return Err(importer.unsupported(node, "a grouped conv"));
                 }
-                let auto_pad =
-                    attr(node, "auto_pad").map(|a| String::from_utf8_lossy(&a.s).into_owned()).unwrap_or_default();
-                let pads = importer.ints_attr(node, "pads").unwrap_or_default();
-                let same = matches!(auto_pad.as_str(), "SAME_UPPER" | "SAME_LOWER")
-                    || ((auto_pad.is_empty() || auto_pad == "NOTSET") && pads == [1, 1, 1, 1]);
-                if !same {
-                    return Err(importer.unsupported(
-                        node,
-                        format!("pads {pads:?} (auto_pad \"{auto_pad}\"): Kiln's convs pad 1 on every side (SAME)"),
-                    ));
-                }
                 let w_name = node.input.get(1).ok_or_else(|| importer.unsupported(node, "no weights"))?;
                 let (dims, w) = importer.floats(w_name)?;
-                let [cout, cin, 3, 3] = dims[..] else {
-                    return Err(importer.unsupported(node, format!("weights {dims:?}: Kiln's convs are 3x3")));
+                let [cout, cin, kh, kw] = dims[..] else {
+                    return Err(importer.unsupported(node, format!("weights {dims:?}: Kiln's convs are 2-D")));
                 };
                 if cin != shape.c {
                     return Err(importer.unsupported(node, format!("weights {dims:?} for {} input channels", shape.c)));
                 }
+                let window = importer.window(node, shape, Some((kh, kw)))?;
                 // OIHW to HWIO.
+                let taps = kh * kw;
                 let mut hwio = vec![0.0; w.len()];
                 for o in 0..cout {
                     for i in 0..cin {
-                        for k in 0..9 {
-                            hwio[(k * cin + i) * cout + o] = w[(o * cin + i) * 9 + k];
+                        for k in 0..taps {
+                            hwio[(k * cin + i) * cout + o] = w[(o * cin + i) * taps + k];
                         }
                     }
                 }
@@ -537,30 +667,164 @@ pub fn import_bytes(bytes: &[u8], path: &Path, name: &str) -> Result<OnnxImport,
                         }
                         bv
                     }
+                    // No bias: a zero one, which a following Add or BatchNormalization may fill.
                     None => vec![0.0; cout],
                 };
-                layers.push(Layer::Conv2d { filters: cout });
-                params.push((vec![3, 3, cin, cout], hwio, bias));
-                pending_bias = node.input.get(2).is_none_or(|b| b.is_empty());
-                shape.c = cout;
+                layers.push(Layer::conv(cout, window));
+                params.push((vec![kh, kw, cin, cout], hwio, bias));
+                let (oh, ow) = window.output(shape.h, shape.w).expect("window() checked it fits");
+                shape = Shape { h: oh, w: ow, c: cout };
+                foldable = true;
             }
-            "MaxPool" => {
-                let ok = importer.ints_attr(node, "kernel_shape").as_deref() == Some(&[2, 2])
-                    && importer.ints_attr(node, "strides").as_deref() == Some(&[2, 2])
-                    && importer.ints_attr(node, "pads").is_none_or(|p| p.iter().all(|&v| v == 0))
-                    && attr(node, "ceil_mode").is_none_or(|a| a.i == 0)
-                    && importer.ints_attr(node, "dilations").is_none_or(|d| d.iter().all(|&v| v == 1));
-                if !ok || matches!(layout, Layout::Flat { .. }) {
-                    return Err(importer.unsupported(node, "Kiln pools 2x2 with stride 2 and no padding"));
+            "MaxPool" | "AveragePool" => {
+                if layout != Layout::Nchw {
+                    return Err(
+                        importer.unsupported(node, format!("a pool on a {layout:?} tensor (ONNX pools are NCHW)"))
+                    );
                 }
-                if shape.h % 2 != 0 || shape.w % 2 != 0 {
+                if node.output.len() > 1 {
+                    return Err(importer.unsupported(node, "the Indices output of MaxPool"));
+                }
+                if attr(node, "ceil_mode").is_some_and(|a| a.i != 0) {
+                    return Err(importer.unsupported(node, "ceil_mode 1: Kiln's pools round the output size down"));
+                }
+                if attr(node, "storage_order").is_some_and(|a| a.i != 0) {
+                    return Err(importer.unsupported(node, "storage_order 1"));
+                }
+                let window = importer.window(node, shape, None)?;
+                let kind = if node.op_type == "MaxPool" {
+                    PoolKind::Max
+                } else {
+                    PoolKind::Avg { count_pad: attr(node, "count_include_pad").is_some_and(|a| a.i != 0) }
+                };
+                let (oh, ow) = window.output(shape.h, shape.w).expect("window() checked it fits");
+                layers.push(Layer::pool(kind, window, shape));
+                shape = Shape { h: oh, w: ow, c: shape.c };
+            }
+            "GlobalAveragePool" => {
+                if layout != Layout::Nchw {
+                    return Err(importer.unsupported(node, format!("a global pool on a {layout:?} tensor")));
+                }
+                layers.push(Layer::GlobalAvgPool);
+                // ONNX keeps [n, c, 1, 1]; Kiln's shape is the flat [c].
+                shape = Shape { h: 1, w: 1, c: shape.c };
+            }
+            "ReduceMean" => {
+                // tf2onnx's global average pool: the mean over height and width of an NHWC tensor.
+                let axes: Vec<i64> = match node.input.get(1).filter(|a| !a.is_empty()) {
+                    Some(a) => {
+                        importer.fold(a, 0)?.iter().map(|v| if let Int::Known(v) = v { *v } else { -1 }).collect()
+                    }
+                    None => importer.ints_attr(node, "axes").unwrap_or_default(),
+                };
+                let spatial: &[i64] = match layout {
+                    Layout::Nhwc => &[1, 2],
+                    Layout::Nchw => &[2, 3],
+                    Layout::Flat { .. } => &[],
+                };
+                if spatial.is_empty() || axes != spatial {
                     return Err(importer.unsupported(
                         node,
-                        format!("a pool of a {}x{} image: Kiln pools even sizes", shape.h, shape.w),
+                        format!(
+                            "a mean over axes {axes:?} of a {layout:?} tensor: Kiln maps the mean over height and width"
+                        ),
                     ));
                 }
-                layers.push(Layer::MaxPool);
-                shape = Shape { h: shape.h / 2, w: shape.w / 2, c: shape.c };
+                let keep = attr(node, "keepdims").is_none_or(|a| a.i != 0);
+                layers.push(Layer::GlobalAvgPool);
+                shape = Shape { h: 1, w: 1, c: shape.c };
+                if !keep {
+                    layout = Layout::Flat { chw: false };
+                }
+            }
+            "BatchNormalization" => {
+                if node.output.len() > 1 || attr(node, "training_mode").is_some_and(|a| a.i != 0) {
+                    return Err(importer.unsupported(node, "training mode (Kiln folds inference batch norms)"));
+                }
+                if matches!(layout, Layout::Nhwc) && shape.h * shape.w > 1 {
+                    return Err(importer.unsupported(node, "a batch norm over the last axis of an NHWC tensor"));
+                }
+                let epsilon = attr(node, "epsilon").map_or(1e-5, |a| a.f);
+                let mut inputs = Vec::new();
+                for i in 1..5 {
+                    let name = node.input.get(i).ok_or_else(|| importer.unsupported(node, "an input is missing"))?;
+                    let (d, v) = importer.floats(name)?;
+                    if v.len() != shape.c {
+                        return Err(importer.unsupported(node, format!("input {i} {d:?} for {} channels", shape.c)));
+                    }
+                    inputs.push(v);
+                }
+                let (gamma, beta, mean, var) = (&inputs[0], &inputs[1], &inputs[2], &inputs[3]);
+                let scale: Vec<f32> = gamma
+                    .iter()
+                    .zip(var)
+                    .map(|(&g, &v)| (g as f64 / (v as f64 + epsilon as f64).sqrt()) as f32)
+                    .collect();
+                let shift: Vec<f32> = beta.iter().zip(mean).zip(&scale).map(|((&b, &m), &s)| b - m * s).collect();
+                channel_affine(&mut layers, &mut params, foldable, shape, Some(&scale), Some(&shift));
+                foldable = true;
+            }
+            "Mul" | "Add" | "Sub" | "Div" => {
+                let Some(other) = other_input(node) else {
+                    return Err(importer.unsupported(node, "an op of a tensor with itself"));
+                };
+                if matches!(node.op_type.as_str(), "Sub" | "Div") && node.input.first() != Some(&current) {
+                    return Err(importer.unsupported(node, "the data is not the first operand"));
+                }
+                let (dims, values) = importer.floats(&other)?;
+                let Some(mut per) = per_channel(&dims, &values, shape, layout) else {
+                    return Err(importer.unsupported(
+                        node,
+                        format!(
+                            "an operand of shape {dims:?}: Kiln maps per-channel or scalar constants on {layout:?} data"
+                        ),
+                    ));
+                };
+                match node.op_type.as_str() {
+                    "Mul" => channel_affine(&mut layers, &mut params, foldable, shape, Some(&per), None),
+                    "Div" => {
+                        per.iter_mut().for_each(|v| *v = 1.0 / *v);
+                        channel_affine(&mut layers, &mut params, foldable, shape, Some(&per), None)
+                    }
+                    "Sub" => {
+                        per.iter_mut().for_each(|v| *v = -*v);
+                        channel_affine(&mut layers, &mut params, foldable, shape, None, Some(&per))
+                    }
+                    _ => channel_affine(&mut layers, &mut params, foldable, shape, None, Some(&per)),
+                }
+                foldable = true;
+            }
+            "Tanh" => layers.push(Layer::Activation(Activation::Tanh)),
+            "Sigmoid" => layers.push(Layer::Activation(Activation::Sigmoid)),
+            "LeakyRelu" => {
+                let alpha = attr(node, "alpha").map_or(0.01, |a| a.f);
+                layers.push(Layer::Activation(Activation::LeakyRelu { alpha: Scalar::new(alpha) }));
+            }
+            "Clip" => {
+                let bound = |i: usize, attribute: &str, default: f32| -> Result<f32, OnnxError> {
+                    match node.input.get(i).filter(|n| !n.is_empty()) {
+                        Some(name) => {
+                            let (_, v) = importer.floats(name)?;
+                            v.first().copied().filter(|_| v.len() == 1).ok_or_else(|| {
+                                importer.unsupported(node, format!("input {i} holds {} values, not one", v.len()))
+                            })
+                        }
+                        None => Ok(attr(node, attribute).map_or(default, |a| a.f)),
+                    }
+                };
+                let (min, max) = (bound(1, "min", f32::NEG_INFINITY)?, bound(2, "max", f32::INFINITY)?);
+                if min > max {
+                    return Err(importer.unsupported(node, format!("min {min} above max {max}")));
+                }
+                if min == 0.0 && max == f32::INFINITY {
+                    layers.push(Layer::Relu);
+                } else {
+                    layers.push(Layer::Activation(Activation::Clip { min: Scalar::new(min), max: Scalar::new(max) }));
+                }
+            }
+            "Squeeze" if shape.h * shape.w == 1 && !matches!(layout, Layout::Flat { .. }) => {
+                // [n, c, 1, 1] to [n, c], as after a global pool.
+                layout = Layout::Flat { chw: false };
             }
             "Pad" => {
                 let mode = attr(node, "mode")
@@ -609,6 +873,9 @@ pub fn import_bytes(bytes: &[u8], path: &Path, name: &str) -> Result<OnnxImport,
                         && matches!(target[0], Int::Batch | Int::Known(-1) | Int::Known(0))
                         && (target[1] == Int::Known(count) || target[1] == Int::Known(-1))
                 };
+                if !flatten && node.op_type == "Flatten" {
+                    return Err(importer.unsupported(node, "a flatten on an axis other than 1"));
+                }
                 if !flatten {
                     // tf2onnx turns the NHWC->NCHW transpose of a one-channel image into a reshape.
                     let target = importer.fold(&node.input[1], 0)?;
@@ -647,12 +914,14 @@ pub fn import_bytes(bytes: &[u8], path: &Path, name: &str) -> Result<OnnxImport,
                     _ if shape.h * shape.w == 1 => false,
                     _ => return Err(importer.unsupported(node, "a matrix product of an unflattened image")),
                 };
-                if node.op_type == "Gemm" {
-                    let one = |n: &str| attr(node, n).is_none_or(|a| a.f == 1.0);
-                    if attr(node, "transA").is_some_and(|a| a.i != 0) || !one("alpha") || !one("beta") {
-                        return Err(importer.unsupported(node, "Kiln maps Gemm with alpha = beta = 1 and no transA"));
+                let (alpha, beta) = if node.op_type == "Gemm" {
+                    if attr(node, "transA").is_some_and(|a| a.i != 0) {
+                        return Err(importer.unsupported(node, "transA 1: Kiln multiplies the data on the left"));
                     }
-                }
+                    (attr(node, "alpha").map_or(1.0, |a| a.f), attr(node, "beta").map_or(1.0, |a| a.f))
+                } else {
+                    (1.0, 1.0)
+                };
                 let trans_b = node.op_type == "Gemm" && attr(node, "transB").is_some_and(|a| a.i != 0);
                 let w_name = node.input.get(1).ok_or_else(|| importer.unsupported(node, "no weights"))?;
                 let (dims, w) = importer.floats(w_name)?;
@@ -684,50 +953,52 @@ pub fn import_bytes(bytes: &[u8], path: &Path, name: &str) -> Result<OnnxImport,
                         row
                     };
                     for o in 0..units {
-                        kiln[row * units + o] = if trans_b { w[o * k + source_row] } else { w[source_row * units + o] };
+                        let v = if trans_b { w[o * k + source_row] } else { w[source_row * units + o] };
+                        kiln[row * units + o] = alpha * v;
                     }
                 }
                 permuted |= chw;
                 let bias = match node.input.get(2).filter(|b| !b.is_empty()) {
                     Some(b) => {
                         let (bd, bv) = importer.floats(b)?;
-                        if !bias_of_shape(&bd, units) {
-                            return Err(importer.unsupported(node, format!("bias {bd:?} for {units} outputs")));
-                        }
-                        bv
+                        let bv = match bv.len() {
+                            1 => vec![bv[0]; units],
+                            _ if bias_of_shape(&bd, units) => bv,
+                            _ => {
+                                return Err(importer.unsupported(
+                                    node,
+                                    format!("bias {bd:?} for {units} outputs: Kiln adds one bias per output"),
+                                ));
+                            }
+                        };
+                        bv.into_iter().map(|v| beta * v).collect()
                     }
                     None => vec![0.0; units],
                 };
                 layers.push(Layer::Dense { units });
-                pending_bias = node.input.get(2).is_none_or(|b| b.is_empty());
+                foldable = true;
                 params.push((vec![k, units], kiln, bias));
                 layout = Layout::Flat { chw: false };
                 shape = Shape { h: 1, w: 1, c: units };
             }
-            "Add" => {
-                let Some(bias_name) = other_input(node) else {
-                    return Err(importer.unsupported(node, "an add of a tensor to itself"));
-                };
-                let (bd, bv) = importer.floats(&bias_name)?;
-                let last = params.last_mut().filter(|_| pending_bias);
-                let Some(slot) = last else {
-                    return Err(importer.unsupported(node, "an add that is not the bias of a conv or matrix product"));
-                };
-                let want = slot.2.len();
-                if !bias_of_shape(&bd, want) {
-                    return Err(importer.unsupported(node, format!("bias {bd:?} for {want} channels")));
-                }
-                slot.2 = bv;
-                pending_bias = false;
-            }
             _ => return Err(importer.unsupported(node, "not an op Kiln maps")),
         }
-        if !matches!(node.op_type.as_str(), "Conv" | "Gemm" | "MatMul" | "Identity" | "Dropout") {
-            pending_bias = false;
+        // Only a per-channel Mul or Add, a batch norm, or nothing at all may follow a layer and fold into it.
+        if !matches!(
+            node.op_type.as_str(),
+            "Conv" | "Gemm" | "MatMul" | "Identity" | "Dropout" | "Mul" | "Add" | "Sub" | "Div" | "BatchNormalization"
+        ) {
+            foldable = false;
         }
         let out = node.output.first().ok_or_else(|| importer.unsupported(node, "no output"))?.clone();
         importer.known.insert(out.clone(), in_layout(shape, layout));
         current = out;
+    }
+    if layers.is_empty() {
+        return Err(OnnxError::NotAChain {
+            path: path.to_path_buf(),
+            reason: "the graph holds no layer Kiln runs (only identities)".into(),
+        });
     }
     let network =
         Network { name: name.to_string(), input: network_input, layers, normalization: Normalization::UNIT_RANGE };
@@ -742,5 +1013,6 @@ pub fn import_bytes(bytes: &[u8], path: &Path, name: &str) -> Result<OnnxImport,
         chain,
         producer: format!("{} {}", proto.producer_name, proto.producer_version).trim().to_string(),
         permuted,
+        input_nchw: layout_of_input == Layout::Nchw,
     })
 }

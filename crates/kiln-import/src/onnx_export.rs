@@ -5,7 +5,7 @@
 //! `Transpose` after the input and one back to NHWC before the flatten, so the flatten order (and the dense
 //! weights) stay Kiln's. Quantized `.kiln` weights are exported dequantized ([`model_from_kiln`]).
 
-use kiln_core::network::Layer;
+use kiln_core::network::{Activation, Layer, PoolKind, Shape, Window};
 use kiln_train::model::{Model, Tensor};
 use kiln_train::network::{Network, Normalization};
 use prost::Message;
@@ -52,6 +52,38 @@ fn int(name: &str, value: i64) -> AttributeProto {
     }
 }
 
+fn float(name: &str, value: f32) -> AttributeProto {
+    AttributeProto {
+        name: name.to_string(),
+        r#type: pb::attribute_proto::AttributeType::Float as i32,
+        f: value,
+        ..Default::default()
+    }
+}
+
+/// A conv's or pool's window as ONNX attributes: `kernel_shape`, `strides`, `pads` (begins, then ends).
+fn window_attributes(window: &Window) -> Vec<AttributeProto> {
+    let Window { kh, kw, sh, sw, top, bottom, left, right } = *window;
+    vec![
+        ints("kernel_shape", &[kh as i64, kw as i64]),
+        ints("strides", &[sh as i64, sw as i64]),
+        ints("pads", &[top as i64, left as i64, bottom as i64, right as i64]),
+    ]
+}
+
+/// HWIO conv weights `[kh, kw, cin, cout]` as ONNX's OIHW.
+fn hwio_to_oihw(w: &[f32], taps: usize, cin: usize, cout: usize) -> Vec<f32> {
+    let mut oihw = vec![0.0; w.len()];
+    for o in 0..cout {
+        for i in 0..cin {
+            for k in 0..taps {
+                oihw[(o * cin + i) * taps + k] = w[(k * cin + i) * cout + o];
+            }
+        }
+    }
+    oihw
+}
+
 fn value_info(name: &str, dims: &[Option<usize>]) -> ValueInfoProto {
     use pb::tensor_shape_proto::{Dimension, dimension::Value};
     let dim = dims
@@ -85,7 +117,6 @@ pub fn export(model: &Model) -> Vec<u8> {
     let mut initializers: Vec<TensorProto> = Vec::new();
     let mut current = "input".to_string();
     let mut nchw = false;
-    let mut shape = network.input;
     let mut param = 0;
     let mut node = |op: &str, name: &str, inputs: Vec<String>, attribute: Vec<AttributeProto>, current: &mut String| {
         let output = format!("{name}_output");
@@ -99,9 +130,14 @@ pub fn export(model: &Model) -> Vec<u8> {
         });
         *current = output;
     };
-    for (layer, name) in network.layers.iter().zip(&names) {
+    let plan = network.plan().expect("a model's network is valid");
+    for (step, name) in plan.steps().zip(&names) {
+        let layer = &step.layer;
         let name = name.replace('/', "_");
-        let wants_nchw = matches!(layer, Layer::Conv2d { .. } | Layer::MaxPool | Layer::Pad { .. });
+        let wants_nchw = matches!(
+            layer,
+            Layer::Conv2d { .. } | Layer::Conv { .. } | Layer::MaxPool | Layer::Pool { .. } | Layer::Pad { .. }
+        ) || (matches!(layer, Layer::GlobalAvgPool) && !step.input.is_flat());
         if wants_nchw && !nchw {
             node(
                 "Transpose",
@@ -122,54 +158,88 @@ pub fn export(model: &Model) -> Vec<u8> {
             );
             nchw = false;
         }
+        let input_c = step.input.c;
+        let mut params = || {
+            let (w, b): (&Tensor, &Tensor) = (&model.params[2 * param], &model.params[2 * param + 1]);
+            param += 1;
+            (w, b)
+        };
         match *layer {
-            Layer::Conv2d { filters } => {
-                let (w, b): (&Tensor, &Tensor) = (&model.params[2 * param], &model.params[2 * param + 1]);
-                param += 1;
-                let cin = shape.c;
-                let mut oihw = vec![0.0; w.data.len()];
-                for o in 0..filters {
-                    for i in 0..cin {
-                        for k in 0..9 {
-                            oihw[(o * cin + i) * 9 + k] = w.data[(k * cin + i) * filters + o];
-                        }
-                    }
-                }
+            Layer::Conv2d { filters: cout } | Layer::Conv { filters: cout, .. } => {
+                let window = if let Layer::Conv { window, .. } = *layer { window } else { Window::SAME_3X3 };
+                let (w, b) = params();
+                let oihw = hwio_to_oihw(&w.data, window.taps(), input_c, cout);
                 let (wn, bn) = (format!("{name}.weight"), format!("{name}.bias"));
-                initializers.push(float_tensor(&wn, &[filters, cin, 3, 3], &oihw));
-                initializers.push(float_tensor(&bn, &[filters], &b.data));
-                let attrs = vec![ints("kernel_shape", &[3, 3]), ints("pads", &[1, 1, 1, 1]), ints("strides", &[1, 1])];
-                node("Conv", &name, vec![current.clone(), wn, bn], attrs, &mut current);
-                shape.c = filters;
+                initializers.push(float_tensor(&wn, &[cout, input_c, window.kh, window.kw], &oihw));
+                initializers.push(float_tensor(&bn, &[cout], &b.data));
+                node("Conv", &name, vec![current.clone(), wn, bn], window_attributes(&window), &mut current);
             }
             Layer::Dense { units } => {
-                let (w, b) = (&model.params[2 * param], &model.params[2 * param + 1]);
-                param += 1;
+                let (w, b) = params();
                 let (wn, bn) = (format!("{name}.weight"), format!("{name}.bias"));
-                initializers.push(float_tensor(&wn, &[shape.len(), units], &w.data));
+                initializers.push(float_tensor(&wn, &[step.input.len(), units], &w.data));
                 initializers.push(float_tensor(&bn, &[units], &b.data));
                 node("Gemm", &name, vec![current.clone(), wn, bn], vec![], &mut current);
-                shape = kiln_core::network::Shape { h: 1, w: 1, c: units };
             }
             Layer::Relu => node("Relu", &name, vec![current.clone()], vec![], &mut current),
             Layer::MaxPool => {
                 let attrs = vec![ints("kernel_shape", &[2, 2]), ints("strides", &[2, 2])];
                 node("MaxPool", &name, vec![current.clone()], attrs, &mut current);
-                shape = kiln_core::network::Shape { h: shape.h / 2, w: shape.w / 2, c: shape.c };
             }
+            Layer::Pool { kind, window } => {
+                let mut attrs = window_attributes(&window);
+                let op = match kind {
+                    PoolKind::Max => "MaxPool",
+                    PoolKind::Avg { count_pad } => {
+                        attrs.push(int("count_include_pad", i64::from(count_pad)));
+                        "AveragePool"
+                    }
+                };
+                node(op, &name, vec![current.clone()], attrs, &mut current);
+            }
+            Layer::GlobalAvgPool if nchw => {
+                node("GlobalAveragePool", &name, vec![current.clone()], vec![], &mut current);
+                node("Flatten", &format!("{name}_flatten"), vec![current.clone()], vec![int("axis", 1)], &mut current);
+                nchw = false;
+            }
+            // Already flat: the mean over one pixel.
+            Layer::GlobalAvgPool => {}
+            Layer::Activation(a) => match a {
+                Activation::Tanh => node("Tanh", &name, vec![current.clone()], vec![], &mut current),
+                Activation::Sigmoid => node("Sigmoid", &name, vec![current.clone()], vec![], &mut current),
+                Activation::LeakyRelu { alpha } => {
+                    node("LeakyRelu", &name, vec![current.clone()], vec![float("alpha", alpha.get())], &mut current)
+                }
+                Activation::Clip { min, max } => {
+                    let (lo, hi) = (format!("{name}.min"), format!("{name}.max"));
+                    initializers.push(float_tensor(&lo, &[], &[min.get()]));
+                    initializers.push(float_tensor(&hi, &[], &[max.get()]));
+                    node("Clip", &name, vec![current.clone(), lo, hi], vec![], &mut current);
+                }
+            },
+            Layer::ScaleShift => {
+                let (scale, shift) = params();
+                // Per channel: `[1, c, 1, 1]` against NCHW, `[c]` against NHWC or a flat vector.
+                let dims: &[usize] = if nchw { &[1, input_c, 1, 1] } else { &[input_c] };
+                let (sn, tn) = (format!("{name}.scale"), format!("{name}.shift"));
+                initializers.push(float_tensor(&sn, dims, &scale.data));
+                initializers.push(float_tensor(&tn, dims, &shift.data));
+                node("Mul", &format!("{name}_scale"), vec![current.clone(), sn], vec![], &mut current);
+                node("Add", &format!("{name}_shift"), vec![current.clone(), tn], vec![], &mut current);
+            }
+            Layer::Dropout { .. } => {}
             Layer::Pad { top, bottom, left, right } => {
                 let pads = format!("{name}.pads");
                 let [t, b, l, r] = [top, bottom, left, right].map(|v| v as i64);
                 initializers.push(int64_tensor(&pads, &[0, 0, t, l, 0, 0, b, r]));
                 node("Pad", &name, vec![current.clone(), pads], vec![], &mut current);
-                shape = kiln_core::network::Shape { h: shape.h + top + bottom, w: shape.w + left + right, c: shape.c };
             }
             Layer::Flatten => {
                 node("Flatten", &name, vec![current.clone()], vec![int("axis", 1)], &mut current);
-                shape = kiln_core::network::Shape { h: 1, w: 1, c: shape.len() };
             }
         }
     }
+    let shape: Shape = plan.output();
     // The last node's output is the graph's `logits`.
     if let Some(last) = nodes.last_mut() {
         last.output = vec!["logits".to_string()];

@@ -127,13 +127,16 @@ pub fn metadata(network: &Network, provenance: &Provenance, quantization: &str) 
 }
 
 /// Every layer's `(weights, bias)` of `model`, weights stored as `quants` says (one per parametric layer),
-/// biases f32.
+/// biases f32. A scale-shift's few values stay f32 whatever `quants` says (the format requires it).
 pub fn pack_params(model: &Model, quants: &[Quant]) -> Result<Vec<(PackedTensor, PackedTensor)>, PackError> {
+    let parametric = model.steps().iter().filter(|s| s.params.is_some());
     model
         .params
         .chunks(2)
         .zip(quants)
-        .map(|(pair, &q)| {
+        .zip(parametric)
+        .map(|((pair, &q), step)| {
+            let q = if step.layer == kiln_core::network::Layer::ScaleShift { Quant::F32 } else { q };
             let (w, b) = (&pair[0], &pair[1]);
             Ok((
                 writer::pack_tensor(&w.name, &w.dims, &w.data, q)?,

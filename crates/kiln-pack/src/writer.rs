@@ -312,8 +312,9 @@ pub fn write(layers: &[Layer], params: &[(PackedTensor, PackedTensor)], meta: &M
     let mut file = vec![0u8; data_end];
     file[..8].copy_from_slice(&fmt_spec::MAGIC);
     file[8..10].copy_from_slice(&fmt_spec::VERSION_MAJOR.to_le_bytes());
-    // Minor version 1 added the activation-scales section; files without it stay 1.0.
-    let minor = if activations.is_empty() { 0u16 } else { fmt_spec::VERSION_MINOR };
+    // The lowest minor version that holds the file: 1.1 added the activation-scales section, 1.2 the layers
+    // past the series'; a file with neither stays 1.0.
+    let minor = fmt_spec::minor_version_for(layers, !activations.is_empty());
     file[10..12].copy_from_slice(&minor.to_le_bytes());
     file[20..24].copy_from_slice(&(section_count as u32).to_le_bytes());
     file[24..32].copy_from_slice(&(data_end as u64).to_le_bytes());

@@ -1,6 +1,7 @@
 //! Kiln's CPU trainer for the "Learn TensorFlow Now" networks.
 //!
-//! - [`presets`]: the series' networks (`fc3`, `convnet4`, `vgg`) as [`network::Network`] descriptions.
+//! - [`presets`]: the shipped networks (the series' `fc3`, `convnet4`, `vgg`, and `lenet5`), each a
+//!   [`description`] in `nets/*.txt`, read into a [`network::Network`].
 //! - [`config`]: a run's settings (length, schedule, optimizer, initializer) and their parsing.
 //! - [`init`], [`optim`]: the initializers and optimizers, with TensorFlow 1 semantics.
 //! - [`layers`]: each layer's fast forward pass right next to its backward pass, with gradient checks.
@@ -17,6 +18,7 @@ pub mod batch;
 pub mod checkpoint;
 pub mod config;
 pub mod data;
+pub mod description;
 pub mod eval;
 pub mod fs;
 pub mod gemm;

@@ -2,10 +2,12 @@
 
 use std::time::Instant;
 
-use kiln_core::network::{Layer, NetworkError, Shape};
+use kiln_core::network::{Layer, NetworkError, PoolKind, Shape, Window};
 use kiln_core::plan::Step;
 
 use crate::config::InitChoice;
+use crate::layers::elementwise::{self, ScaleShift};
+use crate::layers::pool::{GlobalAvgPool, Pool};
 use crate::layers::{conv2d::Conv2d, dense::Dense, loss, maxpool::MaxPool, pad::Pad, relu};
 use crate::network::Network;
 use crate::rng::{Purpose, stream};
@@ -44,8 +46,12 @@ pub struct Workspace {
     col: Vec<f32>,
     /// Per-chunk weight-gradient slots shared by every conv layer.
     partials: Vec<f32>,
-    /// Per pool layer: the winners `[batch, h/2, w/2, c]`.
+    /// Per max-pool layer: the winners `[batch, output]`.
     argmax: Vec<Vec<u8>>,
+    /// Per dropout layer while training: each value's factor `[batch, shape]` (0 or `1 / (1 - rate)`).
+    masks: Vec<Vec<f32>>,
+    /// Set while training with dropout: the seed of this pass's masks.
+    dropout_seed: Option<u64>,
     /// Ping-pong gradient buffers, `[batch * largest activation]` each.
     grad_a: Vec<f32>,
     grad_b: Vec<f32>,
@@ -70,8 +76,13 @@ impl Model {
             let Some(slot) = step.params else { continue };
             let (fan_in, fan_out) = match step.layer {
                 Layer::Conv2d { filters } => (9 * step.input.c, 9 * filters),
+                Layer::Conv { filters, window } => (window.taps() * step.input.c, window.taps() * filters),
                 Layer::Dense { units } => (step.input.c, units),
-                _ => unreachable!("only conv and dense layers have parameters"),
+                _ => {
+                    // A scale-shift starts as the identity.
+                    model.params[slot.weights()].data.fill(1.0);
+                    continue;
+                }
             };
             init.for_layer(Some(slot) == last).fill(&mut model.params[slot.weights()].data, fan_in, fan_out, &mut rng);
         }
@@ -116,6 +127,17 @@ impl Model {
     /// Runs the network on `batch` images (`input`: `[batch, 28, 28, 1]`) and returns the logits
     /// `[batch, classes]`. Keeps what the backward pass needs in `ws`.
     pub fn forward<'w>(&self, ws: &'w mut Workspace, input: &[f32], batch: usize) -> &'w [f32] {
+        ws.dropout_seed = None;
+        self.forward_inner(ws, input, batch)
+    }
+
+    /// [`Model::forward`] for a training step: dropout layers drop values, with masks drawn from `seed`.
+    pub fn forward_train<'w>(&self, ws: &'w mut Workspace, input: &[f32], batch: usize, seed: u64) -> &'w [f32] {
+        ws.dropout_seed = Some(seed);
+        self.forward_inner(ws, input, batch)
+    }
+
+    fn forward_inner<'w>(&self, ws: &'w mut Workspace, input: &[f32], batch: usize) -> &'w [f32] {
         ws.prepare(self, batch);
         ws.acts[0][..input.len()].copy_from_slice(input);
         let n = batch;
@@ -123,9 +145,23 @@ impl Model {
             let started = ws.timings.is_some().then(Instant::now);
             let Shape { h, w, c } = step.input;
             if step.in_place {
-                // ReLU rewrites its input; flatten has nothing to do.
-                if step.layer == Layer::Relu {
-                    relu::forward_in_place(&mut ws.acts[step.dst][..n * step.input.len()]);
+                // Activations rewrite their input; flatten has nothing to do.
+                let values = &mut ws.acts[step.dst][..n * step.input.len()];
+                match step.layer {
+                    Layer::Relu => relu::forward_in_place(values),
+                    Layer::Activation(a) => elementwise::activation_forward(a, values),
+                    Layer::Dropout { rate } => {
+                        let mask = &mut ws.masks[step.index];
+                        mask.resize(values.len(), 0.0);
+                        match ws.dropout_seed {
+                            Some(seed) => {
+                                let mut rng = stream(seed, Purpose::Dropout, step.index as u64);
+                                elementwise::dropout_forward(rate.get(), values, mask, &mut rng)
+                            }
+                            None => mask.fill(1.0),
+                        }
+                    }
+                    _ => {}
                 }
             } else {
                 let (before, after) = ws.acts.split_at_mut(step.dst);
@@ -136,14 +172,29 @@ impl Model {
                     }
                     Layer::Conv2d { filters } => {
                         let (weights, bias) = self.layer_params(step);
-                        Conv2d { n, h, w, cin: c, cout: filters }.forward(x, weights, bias, &mut ws.col, y);
+                        Conv2d::same_3x3(n, h, w, c, filters).forward(x, weights, bias, &mut ws.col, y);
                     }
                     Layer::MaxPool => MaxPool { n, h, w, c }.forward(x, y, &mut ws.argmax[step.index]),
                     Layer::Dense { units } => {
                         let (weights, bias) = self.layer_params(step);
                         Dense { n, cin: c, cout: units }.forward(x, weights, bias, y);
                     }
-                    Layer::Relu | Layer::Flatten => unreachable!("ReLU and flatten run in place"),
+                    Layer::Conv { filters, window } => {
+                        let (weights, bias) = self.layer_params(step);
+                        let conv = Conv2d { n, h, w, cin: c, cout: filters, window };
+                        conv.forward(x, weights, bias, &mut ws.col, y);
+                    }
+                    Layer::Pool { kind, window } => {
+                        Pool { n, h, w, c, kind, window }.forward(x, y, &mut ws.argmax[step.index])
+                    }
+                    Layer::GlobalAvgPool => GlobalAvgPool { n, h, w, c }.forward(x, y),
+                    Layer::ScaleShift => {
+                        let (scale, shift) = self.layer_params(step);
+                        ScaleShift { pixels: n * h * w, c }.forward(x, scale, shift, y)
+                    }
+                    Layer::Relu | Layer::Flatten | Layer::Activation(_) | Layer::Dropout { .. } => {
+                        unreachable!("element-wise layers and flatten run in place")
+                    }
                 }
             }
             if let (Some(t), Some(started)) = (ws.timings.as_mut(), started) {
@@ -180,10 +231,11 @@ impl Model {
                 Layer::Pad { top, bottom, left, right } => {
                     Pad { n, h, w, c, top, bottom, left, right }.backward(dout, dinput);
                 }
-                Layer::Conv2d { filters } => {
+                Layer::Conv2d { filters: cout } | Layer::Conv { filters: cout, .. } => {
+                    let window = if let Layer::Conv { window, .. } = step.layer { window } else { Window::SAME_3X3 };
                     let slot = step.params.expect("conv has parameters");
                     let (gw, gb) = grads.split_at_mut(slot.bias());
-                    Conv2d { n, h, w, cin: c, cout: filters }.backward(
+                    Conv2d { n, h, w, cin: c, cout, window }.backward(
                         input,
                         dout,
                         &self.params[slot.weights()].data,
@@ -209,7 +261,27 @@ impl Model {
                 }
                 // In place: ReLU's gradient is masked by its output; flatten's is the same bytes.
                 Layer::Relu => relu::backward_in_place(&ws.acts[step.dst][..out_len], &mut grad[..out_len]),
+                Layer::Activation(a) => {
+                    elementwise::activation_backward(a, &ws.acts[step.dst][..out_len], &mut grad[..out_len])
+                }
+                Layer::Dropout { .. } => elementwise::dropout_backward(&ws.masks[step.index], &mut grad[..out_len]),
                 Layer::Flatten => {}
+                Layer::Pool { kind, window } => {
+                    Pool { n, h, w, c, kind, window }.backward(dout, &ws.argmax[step.index], dinput)
+                }
+                Layer::GlobalAvgPool => GlobalAvgPool { n, h, w, c }.backward(dout, dinput),
+                Layer::ScaleShift => {
+                    let slot = step.params.expect("scale-shift has parameters");
+                    let (gw, gb) = grads.split_at_mut(slot.bias());
+                    ScaleShift { pixels: n * h * w, c }.backward(
+                        input,
+                        dout,
+                        &self.params[slot.weights()].data,
+                        &mut gw[slot.weights()],
+                        &mut gb[0],
+                        want_input_grad.then_some(dinput),
+                    );
+                }
             }
             if !step.in_place {
                 std::mem::swap(&mut grad, &mut spare);
@@ -268,6 +340,7 @@ impl Workspace {
         if self.acts.len() != model.activations || self.argmax.len() != layers {
             self.acts = vec![Vec::new(); model.activations];
             self.argmax = vec![Vec::new(); layers];
+            self.masks = vec![Vec::new(); layers];
         }
         self.batch = batch;
         let mut largest = model.input_shape().len();
@@ -277,13 +350,18 @@ impl Workspace {
             largest = largest.max(step.output.len());
             self.acts[step.dst].resize(batch * step.output.len(), 0.0);
             let input = step.input;
+            let window = match step.layer {
+                Layer::Conv { window, .. } => window,
+                _ => Window::SAME_3X3,
+            };
             match step.layer {
-                Layer::Conv2d { filters } => {
-                    let conv = Conv2d { n: batch, h: input.h, w: input.w, cin: input.c, cout: filters };
+                Layer::Conv2d { filters } | Layer::Conv { filters, .. } => {
+                    let conv = Conv2d { n: batch, h: input.h, w: input.w, cin: input.c, cout: filters, window };
                     col_len = col_len.max(conv.col_len());
                     partials_len = partials_len.max(conv.partials_len());
                 }
                 Layer::MaxPool => self.argmax[step.index].resize(batch * input.len() / 4, 0),
+                Layer::Pool { kind: PoolKind::Max, .. } => self.argmax[step.index].resize(batch * step.output.len(), 0),
                 _ => {}
             }
         }

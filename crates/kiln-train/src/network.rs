@@ -110,7 +110,7 @@ impl Network {
     /// Layer names as the series' TensorFlow code would scope them: `conv1`, `relu1`, `pool1`, `dense1`...
     /// ReLUs take the name of the layer they follow (`conv1/relu`).
     pub fn layer_names(&self) -> Vec<String> {
-        let (mut conv, mut dense, mut pool, mut pad, mut flat) = (0, 0, 0, 0, 0);
+        let (mut conv, mut dense, mut pool, mut pad, mut flat, mut scale) = (0, 0, 0, 0, 0, 0);
         let mut last_param = String::from("input");
         let count = |n: &mut usize, prefix: &str| {
             *n += 1;
@@ -127,8 +127,19 @@ impl Network {
                     last_param = count(&mut dense, "dense");
                     last_param.clone()
                 }
+                Layer::Conv { .. } => {
+                    last_param = count(&mut conv, "conv");
+                    last_param.clone()
+                }
+                Layer::ScaleShift => {
+                    last_param = count(&mut scale, "scale");
+                    last_param.clone()
+                }
                 Layer::Relu => format!("{last_param}/relu"),
-                Layer::MaxPool => count(&mut pool, "pool"),
+                Layer::Activation(a) => format!("{last_param}/{}", a.name()),
+                Layer::Dropout { .. } => format!("{last_param}/dropout"),
+                Layer::MaxPool | Layer::Pool { .. } => count(&mut pool, "pool"),
+                Layer::GlobalAvgPool => count(&mut pool, "global_pool"),
                 Layer::Pad { .. } => count(&mut pad, "pad"),
                 Layer::Flatten => count(&mut flat, "flatten"),
             })

@@ -1,8 +1,8 @@
 //! The series' three networks, exactly as in the brief (§2).
 
-use kiln_core::network::{Layer, Shape};
+use kiln_core::network::Shape;
 
-use crate::network::{Network, Normalization};
+use crate::network::Network;
 
 /// The presets' names, for error messages and `--help`.
 pub const NAMES: [&str; 3] = ["fc3", "convnet4", "vgg"];
@@ -10,14 +10,9 @@ pub const NAMES: [&str; 3] = ["fc3", "convnet4", "vgg"];
 /// MNIST digits: 28x28 grayscale.
 pub const MNIST_INPUT: Shape = Shape::new(28, 28, 1);
 
-/// Looks a preset up by name.
+/// Looks a shipped network up by name ([`SHIPPED`]).
 pub fn by_name(name: &str) -> Option<Network> {
-    match name {
-        "fc3" => Some(fc3()),
-        "convnet4" => Some(convnet4()),
-        "vgg" => Some(vgg()),
-        _ => None,
-    }
+    description(name).map(|_| shipped(name))
 }
 
 /// The defaults that won on the bundled data (docs/BENCHMARKS.md lists the runs behind them).
@@ -28,62 +23,68 @@ pub struct Recipe {
     pub adam_lr: f32,
     /// Random shift of up to this many pixels.
     pub augment_shift: usize,
+    /// Images per update.
+    pub batch: usize,
 }
 
 /// The default recipe for a preset; `None` for unknown names.
 pub fn recipe(name: &str) -> Option<Recipe> {
     match name {
-        "fc3" => Some(Recipe { epochs: 5, adam_lr: 0.002, augment_shift: 1 }),
-        "convnet4" => Some(Recipe { epochs: 3, adam_lr: 0.001, augment_shift: 2 }),
-        "vgg" => Some(Recipe { epochs: 12, adam_lr: 0.001, augment_shift: 2 }),
+        "fc3" => Some(Recipe { epochs: 5, adam_lr: 0.002, augment_shift: 1, batch: 64 }),
+        "convnet4" => Some(Recipe { epochs: 3, adam_lr: 0.001, augment_shift: 2, batch: 64 }),
+        "vgg" => Some(Recipe { epochs: 12, adam_lr: 0.001, augment_shift: 2, batch: 64 }),
+        "lenet5" => Some(DESCRIBED_RECIPE),
         _ => None,
     }
 }
 
+/// The recipe for a network without its own: LeNet-5's, 5 epochs of Adam on batches of 16.
+pub const DESCRIBED_RECIPE: Recipe = Recipe { epochs: 5, adam_lr: 0.002, augment_shift: 1, batch: 16 };
+
+/// The shipped descriptions (`nets/*.txt`): the series' three networks and LeNet-5.
+pub const SHIPPED: [&str; 4] = ["fc3", "convnet4", "vgg", "lenet5"];
+
+/// The text of a shipped description.
+pub fn description(name: &str) -> Option<&'static str> {
+    match name {
+        "fc3" => Some(include_str!("../nets/fc3.txt")),
+        "convnet4" => Some(include_str!("../nets/convnet4.txt")),
+        "vgg" => Some(include_str!("../nets/vgg.txt")),
+        "lenet5" => Some(include_str!("../nets/lenet5.txt")),
+        _ => None,
+    }
+}
+
+fn shipped(name: &str) -> Network {
+    let text = description(name).expect("a shipped name");
+    crate::description::parse(text, name).expect("the shipped descriptions are tested")
+}
+
 /// Post 3: 784 → 500 ReLU → 500 ReLU → 10. 648,010 parameters.
 pub fn fc3() -> Network {
-    use Layer::*;
-    Network {
-        name: "fc3".into(),
-        input: MNIST_INPUT,
-        layers: vec![Flatten, Dense { units: 500 }, Relu, Dense { units: 500 }, Relu, Dense { units: 10 }],
-        normalization: Normalization::UNIT_RANGE,
-    }
+    shipped("fc3")
 }
 
 /// Posts 5–6: conv64, conv64, pool, conv128, conv128, pool, flatten 6272, dense 10. 321,738 parameters.
 pub fn convnet4() -> Network {
-    use Layer::*;
-    let conv = |filters| [Conv2d { filters }, Relu];
-    let mut layers = Vec::new();
-    layers.extend(conv(64));
-    layers.extend(conv(64));
-    layers.push(MaxPool);
-    layers.extend(conv(128));
-    layers.extend(conv(128));
-    layers.push(MaxPool);
-    layers.extend([Flatten, Dense { units: 10 }]);
-    Network { name: "convnet4".into(), input: MNIST_INPUT, layers, normalization: Normalization::UNIT_RANGE }
+    shipped("convnet4")
 }
 
 /// Post 8: pad 28→32, then VGG blocks 64×2, 128×2, 256×3, 512×3 (each followed by a pool), dense 4096 ReLU,
 /// dense 10. 16,067,786 parameters.
 pub fn vgg() -> Network {
-    use Layer::*;
-    let mut layers = vec![Pad { top: 2, bottom: 2, left: 2, right: 2 }];
-    for (filters, count) in [(64, 2), (128, 2), (256, 3), (512, 3)] {
-        for _ in 0..count {
-            layers.extend([Conv2d { filters }, Relu]);
-        }
-        layers.push(MaxPool);
-    }
-    layers.extend([Flatten, Dense { units: 4096 }, Relu, Dense { units: 10 }]);
-    Network { name: "vgg".into(), input: MNIST_INPUT, layers, normalization: Normalization::UNIT_RANGE }
+    shipped("vgg")
+}
+
+/// LeNet-5: 5x5 convs, tanh, average pooling. 61,706 parameters.
+pub fn lenet5() -> Network {
+    shipped("lenet5")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kiln_core::network::Layer;
 
     #[test]
     fn parameter_counts_match_the_brief() {
@@ -99,6 +100,18 @@ mod tests {
         assert_eq!(mflop(fc3()), 1.0);
         assert_eq!(mflop(convnet4()), 146.0);
         assert_eq!(mflop(vgg()), 584.0);
+    }
+
+    #[test]
+    fn the_series_networks_are_their_layers() {
+        use Layer::*;
+        assert_eq!(
+            fc3().layers,
+            [Flatten, Dense { units: 500 }, Relu, Dense { units: 500 }, Relu, Dense { units: 10 }]
+        );
+        assert_eq!(convnet4().layers[..3], [Conv2d { filters: 64 }, Relu, Conv2d { filters: 64 }]);
+        assert_eq!(vgg().layers[0], Pad { top: 2, bottom: 2, left: 2, right: 2 });
+        assert_eq!(lenet5().param_count().unwrap(), 61_706);
     }
 
     #[test]

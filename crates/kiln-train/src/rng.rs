@@ -10,6 +10,7 @@ pub enum Purpose {
     Init = 1,
     Shuffle = 2,
     Augment = 3,
+    Dropout = 4,
 }
 
 /// The stream for `purpose` in `epoch` (0 for once-per-run purposes such as initialisation).

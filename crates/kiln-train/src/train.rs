@@ -301,7 +301,8 @@ impl<'a> Trainer<'a> {
         let score = match &mut self.backend {
             Backend::Cpu { grads, dlogits, .. } => {
                 let dlogits = &mut dlogits[..n * classes];
-                let logits = self.model.forward(&mut self.ws, images, n);
+                let seed = self.config.seed ^ self.step.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                let logits = self.model.forward_train(&mut self.ws, images, n, seed);
                 let score = loss::softmax_cross_entropy(logits, labels, classes, Some(dlogits));
                 if score.cost.is_finite() {
                     self.model.backward(&mut self.ws, dlogits, grads);

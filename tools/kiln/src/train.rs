@@ -10,9 +10,9 @@ use kiln_train::config::{self, InitChoice, Length, OptimizerConfig, OptimizerKin
 use kiln_train::model::Model;
 use kiln_train::network::Network;
 use kiln_train::optim::Optimizer;
-use kiln_train::presets;
 use kiln_train::tensor_file::{self, Checkpoint};
 use kiln_train::train::{Progress, Trainer};
+use kiln_train::{description, presets};
 
 use crate::ckpt::resolve_checkpoint;
 use crate::data::{DataArgs, load_data, set_threads};
@@ -20,10 +20,14 @@ use crate::ui::{print_mistakes, progress_bar, thousands};
 
 #[derive(Args, Debug)]
 pub struct TrainArgs {
-    /// Network preset.
-    #[arg(long, required_unless_present = "resume", value_parser = clap::builder::PossibleValuesParser::new(presets::NAMES))]
+    /// Shipped network: fc3, convnet4, vgg (the series') or lenet5. The same as --net NAME.
+    #[arg(long, conflicts_with = "net", value_parser = clap::builder::PossibleValuesParser::new(presets::SHIPPED))]
     model: Option<String>,
-    /// Print the layers with their output shapes and parameter counts, then exit.
+    /// The network to train: a description file (one layer per line, docs/NETWORKS.md), a shipped name, or
+    /// the description inline: --net "conv 5x5 6 same, tanh, avgpool 2, flatten, dense 10".
+    #[arg(long, required_unless_present_any = ["resume", "model"])]
+    net: Option<String>,
+    /// Print the layers with their output shapes, parameters and FLOPs, then exit.
     #[arg(long)]
     summary: bool,
     /// Passes over the training set [default: fc3 5, convnet4 3, vgg 12].
@@ -32,9 +36,9 @@ pub struct TrainArgs {
     /// Number of updates, instead of --epochs.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     steps: Option<u64>,
-    /// Images per update.
-    #[arg(long, conflicts_with = "resume", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=MAX_BATCH))]
-    batch: u32,
+    /// Images per update [default: 64 for the series' networks, 16 otherwise].
+    #[arg(long, conflicts_with = "resume", value_parser = clap::value_parser!(u32).range(1..=MAX_BATCH))]
+    batch: Option<u32>,
     /// Learning rate [default: adam 0.002 for fc3 and 0.001 otherwise; sgd and momentum 0.01].
     #[arg(long, conflicts_with = "resume", value_parser = positive_f32)]
     lr: Option<f32>,
@@ -123,25 +127,52 @@ fn positive_f32(s: &str) -> Result<f32, String> {
 }
 
 fn print_summary(network: &Network) -> Result<()> {
-    println!("{:<14} {:<10} {:>16} {:>12}", "layer", "op", "output", "params");
-    for row in network.summary()? {
+    println!("{} (input {})", network.name, network.input);
+    println!("{:<16} {:<32} {:>16} {:>12} {:>10}", "layer", "op", "output", "params", "MFLOP");
+    for (row, step) in network.summary()?.iter().zip(network.steps()?) {
         println!(
-            "{:<14} {:<10} {:>16} {:>12}",
+            "{:<16} {:<32} {:>16} {:>12} {:>10.2}",
             row.name,
-            row.layer.kind(),
+            row.layer.to_string(),
             row.output.to_string(),
-            thousands(row.params)
+            thousands(row.params),
+            step.forward_flops() as f64 / 1e6
         );
     }
-    println!("{:<14} {:<10} {:>16} {:>12}", "total", "", "", thousands(network.param_count()?));
-    println!("forward: {:.1} MFLOP per image", network.forward_flops()? as f64 / 1e6);
+    println!("{:<16} {:<32} {:>16} {:>12}", "total", "", "", thousands(network.param_count()?));
+    println!("forward: {:.2} MFLOP per image", network.forward_flops()? as f64 / 1e6);
     Ok(())
+}
+
+/// The network `--net` or `--model` names: a description file, a shipped name, or an inline description.
+fn chosen_network(args: &TrainArgs) -> Result<Network> {
+    if let Some(name) = &args.model {
+        return Ok(presets::by_name(name).expect("clap checked the name"));
+    }
+    let net = args.net.as_deref().context("--net or --model is required (or --resume DIR)")?;
+    let path = Path::new(net);
+    if path.is_file() {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "net".into());
+        return description::parse(&text, &name)
+            .with_context(|| format!("{}: not a network description", path.display()));
+    }
+    if let Some(network) = presets::by_name(net) {
+        return Ok(network);
+    }
+    if net.contains(',') || net.contains(' ') {
+        return description::parse(net, "net").context("the --net description");
+    }
+    bail!(
+        "--net {net}: no such file, and not a shipped network ({}); an inline description has its layers separated \
+         by commas",
+        presets::SHIPPED.join(", ")
+    )
 }
 
 pub fn cmd_train(args: TrainArgs) -> Result<()> {
     if args.summary {
-        let name = args.model.as_deref().context("--summary needs --model")?;
-        return print_summary(&presets::by_name(name).expect("clap checked the name"));
+        return print_summary(&chosen_network(&args)?);
     }
     set_threads(&args.data)?;
     let (mut model, config, resumed) = match &args.resume {
@@ -253,16 +284,15 @@ type RunStart = (Model, TrainConfig, Option<(Optimizer, Progress)>);
 
 /// A new model and settings from the command line.
 fn fresh_run(args: &TrainArgs) -> Result<RunStart> {
-    let name = args.model.as_deref().context("--model is required (or --resume DIR)")?;
-    let network = presets::by_name(name).expect("clap checked the name");
+    let network = chosen_network(args)?;
     let kind: OptimizerKind = args.optimizer.parse().map_err(anyhow::Error::msg)?;
     let init: InitChoice = args.init.parse().map_err(anyhow::Error::msg)?;
     let schedule: Schedule = args.schedule.parse().map_err(anyhow::Error::msg)?;
-    let recipe = presets::recipe(name).expect("clap checked the name");
+    let recipe = presets::recipe(&network.name).unwrap_or(presets::DESCRIBED_RECIPE);
     let default_lr = if kind == OptimizerKind::Adam { recipe.adam_lr } else { kind.default_lr() };
     let config = TrainConfig {
         length: length_from(args).unwrap_or(Length::Epochs(recipe.epochs)),
-        batch: args.batch as usize,
+        batch: args.batch.map_or(recipe.batch, |b| b as usize),
         lr: args.lr.unwrap_or(default_lr),
         optimizer: OptimizerConfig::new(kind),
         schedule,
@@ -278,7 +308,7 @@ fn fresh_run(args: &TrainArgs) -> Result<RunStart> {
 fn resume_from(dir: &Path, args: &TrainArgs) -> Result<RunStart> {
     let path = resolve_checkpoint(dir)?;
     let ckpt = Checkpoint::open(&path)?;
-    if let Some(name) = &args.model
+    if let Some(name) = args.model.as_ref().or(args.net.as_ref())
         && ckpt.network().name != *name
     {
         bail!("{}: this checkpoint is of the {} network, not {name}", path.display(), ckpt.network().name);

@@ -82,6 +82,8 @@ pub enum FormatError {
     TensorShapeMismatch { layer: usize, tensor: usize },
     /// A bias tensor is not f32 (biases are never quantized).
     BiasNotF32 { layer: usize, tensor: usize },
+    /// A scale-shift layer's scale tensor is not f32 (its few values are never quantized).
+    ScaleNotF32 { layer: usize, tensor: usize },
 }
 
 impl fmt::Display for FormatError {
@@ -143,6 +145,7 @@ impl fmt::Display for FormatError {
                 write!(f, "layer {layer}: tensor {tensor} does not have the shape the graph needs")
             }
             BiasNotF32 { layer, tensor } => write!(f, "layer {layer}: bias tensor {tensor} is not f32"),
+            ScaleNotF32 { layer, tensor } => write!(f, "layer {layer}: scale-shift tensor {tensor} is not f32"),
         }
     }
 }

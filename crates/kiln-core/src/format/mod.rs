@@ -10,16 +10,21 @@ mod tensor;
 pub use error::FormatError;
 pub use tensor::{DType, TensorView, Values, round_to_i32};
 
-use crate::network::{Layer, Shape};
+use crate::network::{Activation, Layer, PoolKind, Scalar, Shape, Window};
 use crate::plan::{ParamSlot, Plan};
 
 /// The first 8 bytes of every file.
 pub const MAGIC: [u8; 8] = *b"KILNMODL";
 /// The major version this reader reads. A different major version is rejected.
 pub const VERSION_MAJOR: u16 = 1;
-/// The newest minor version this code writes (1: the activation-scales section; files without one are
-/// written as 1.0). Newer minor versions are read (they only add sections).
-pub const VERSION_MINOR: u16 = 1;
+/// The newest minor version this code writes. 1 added the activation-scales section, 2 the layer records past
+/// the series' (op codes 7 to 12); a file is written with the lowest minor version that holds it, so a
+/// reader of 1.0 or 1.1 refuses a layer it does not know with `UnknownOp`. Newer minor versions are read.
+pub const VERSION_MINOR: u16 = 2;
+/// The minor version that added the activation-scales section.
+pub const VERSION_MINOR_ACTIVATIONS: u16 = 1;
+/// The minor version that added op codes 7 to 12.
+pub const VERSION_MINOR_LAYERS: u16 = 2;
 /// Tensor regions start at multiples of this many bytes, counted from the start of the file.
 pub const ALIGN: usize = 256;
 /// Sections other than the data section start at multiples of this.
@@ -54,6 +59,38 @@ pub const OP_MAXPOOL2X2: u32 = 3;
 pub const OP_DENSE: u32 = 4;
 pub const OP_RELU: u32 = 5;
 pub const OP_FLATTEN: u32 = 6;
+/// Since 1.2: a conv with any window, `[filters, weights, bias, window]` ([`Window::to_bits`]).
+pub const OP_CONV: u32 = 7;
+/// Since 1.2: pooling, `[kind, window, 0, 0]`; kind 1 max, 2 average, 3 average counting the padding.
+pub const OP_POOL: u32 = 8;
+/// Since 1.2: global average pooling, no arguments.
+pub const OP_GLOBAL_AVGPOOL: u32 = 9;
+/// Since 1.2: an activation, `[kind, a, b, 0]`; kind 1 tanh, 2 sigmoid, 3 clip (a = min, b = max, f32
+/// bits), 4 leaky ReLU (a = slope, f32 bits).
+pub const OP_ACTIVATION: u32 = 10;
+/// Since 1.2: per-channel scale and shift, `[0, scale, shift, 0]`, both f32 `[c]`.
+pub const OP_SCALE_SHIFT: u32 = 11;
+/// Since 1.2: dropout, the identity at inference, `[rate (f32 bits), 0, 0, 0]`.
+pub const OP_DROPOUT: u32 = 12;
+
+const POOL_MAX: u32 = 1;
+const POOL_AVG: u32 = 2;
+const POOL_AVG_COUNT_PAD: u32 = 3;
+const ACT_TANH: u32 = 1;
+const ACT_SIGMOID: u32 = 2;
+const ACT_CLIP: u32 = 3;
+const ACT_LEAKY_RELU: u32 = 4;
+
+/// The lowest minor version whose readers know every layer of `layers`.
+pub fn minor_version_for(layers: &[Layer], has_activations: bool) -> u16 {
+    if layers.iter().any(|l| !l.is_series()) {
+        VERSION_MINOR_LAYERS
+    } else if has_activations {
+        VERSION_MINOR_ACTIVATIONS
+    } else {
+        0
+    }
+}
 
 /// A graph record's operator code and four arguments for `layer`, whose tensors are `slot`'s in a table laid
 /// out the way Kiln writes it (weights `2k`, bias `2k + 1`). [`decode_layer`] reads it back.
@@ -66,6 +103,27 @@ pub fn encode_layer(layer: &Layer, slot: Option<ParamSlot>) -> (u32, [usize; 4])
         Layer::MaxPool => (OP_MAXPOOL2X2, [0; 4]),
         Layer::Relu => (OP_RELU, [0; 4]),
         Layer::Flatten => (OP_FLATTEN, [0; 4]),
+        Layer::Conv { filters, window } => (OP_CONV, [filters, tensors.0, tensors.1, window.to_bits() as usize]),
+        Layer::Pool { kind, window } => {
+            let kind = match kind {
+                PoolKind::Max => POOL_MAX,
+                PoolKind::Avg { count_pad: false } => POOL_AVG,
+                PoolKind::Avg { count_pad: true } => POOL_AVG_COUNT_PAD,
+            };
+            (OP_POOL, [kind as usize, window.to_bits() as usize, 0, 0])
+        }
+        Layer::GlobalAvgPool => (OP_GLOBAL_AVGPOOL, [0; 4]),
+        Layer::Activation(a) => {
+            let bits = |s: Scalar| s.to_bits() as usize;
+            match a {
+                Activation::Tanh => (OP_ACTIVATION, [ACT_TANH as usize, 0, 0, 0]),
+                Activation::Sigmoid => (OP_ACTIVATION, [ACT_SIGMOID as usize, 0, 0, 0]),
+                Activation::Clip { min, max } => (OP_ACTIVATION, [ACT_CLIP as usize, bits(min), bits(max), 0]),
+                Activation::LeakyRelu { alpha } => (OP_ACTIVATION, [ACT_LEAKY_RELU as usize, bits(alpha), 0, 0]),
+            }
+        }
+        Layer::ScaleShift => (OP_SCALE_SHIFT, [0, tensors.0, tensors.1, 0]),
+        Layer::Dropout { rate } => (OP_DROPOUT, [rate.to_bits() as usize, 0, 0, 0]),
     }
 }
 
@@ -96,6 +154,39 @@ pub fn decode_layer(index: usize, op: u32, args: [u32; 4]) -> Result<(Layer, Opt
             (layer, None)
         }
         OP_MAXPOOL2X2 | OP_RELU | OP_FLATTEN => return Err(bad),
+        OP_CONV => {
+            if args[0] == 0 {
+                return Err(bad);
+            }
+            (Layer::Conv { filters: args[0] as usize, window: Window::from_bits(args[3]) }, Some((args[1], args[2])))
+        }
+        OP_POOL => {
+            let kind = match args[0] {
+                POOL_MAX => PoolKind::Max,
+                POOL_AVG => PoolKind::Avg { count_pad: false },
+                POOL_AVG_COUNT_PAD => PoolKind::Avg { count_pad: true },
+                _ => return Err(bad),
+            };
+            if !unused_zero(2) {
+                return Err(bad);
+            }
+            (Layer::Pool { kind, window: Window::from_bits(args[1]) }, None)
+        }
+        OP_GLOBAL_AVGPOOL if unused_zero(0) => (Layer::GlobalAvgPool, None),
+        OP_ACTIVATION => {
+            let scalar = Scalar::from_bits;
+            let activation = match args[0] {
+                ACT_TANH if unused_zero(1) => Activation::Tanh,
+                ACT_SIGMOID if unused_zero(1) => Activation::Sigmoid,
+                ACT_CLIP if unused_zero(3) => Activation::Clip { min: scalar(args[1]), max: scalar(args[2]) },
+                ACT_LEAKY_RELU if unused_zero(2) => Activation::LeakyRelu { alpha: scalar(args[1]) },
+                _ => return Err(bad),
+            };
+            (Layer::Activation(activation), None)
+        }
+        OP_SCALE_SHIFT if args[0] == 0 && args[3] == 0 => (Layer::ScaleShift, Some((args[1], args[2]))),
+        OP_DROPOUT if unused_zero(1) => (Layer::Dropout { rate: Scalar::from_bits(args[0]) }, None),
+        OP_GLOBAL_AVGPOOL | OP_SCALE_SHIFT | OP_DROPOUT => return Err(bad),
         _ => return Err(FormatError::UnknownOp { layer: index, op }),
     })
 }
@@ -342,6 +433,9 @@ impl<'a> Model<'a> {
                 return Err(bad("a zero point is above 255"));
             }
         }
+        if self.layers[..self.layer_count].iter().any(|l| !(l.is_series() || matches!(l, Layer::Dropout { .. }))) {
+            return Err(bad("static activations run only the series' layers (3x3 convs, 2x2 max pools, dense, ReLU)"));
+        }
         for b in self.bindings[..self.layer_count].iter().flatten() {
             if !crate::kernels::runs_on_integers(self.tensor(b.weights).dtype) {
                 return Err(bad("static activations need int8, int4 or int2 weights in every layer"));
@@ -382,6 +476,9 @@ impl<'a> Model<'a> {
         }
         if bias.dtype != DType::F32 {
             return Err(FormatError::BiasNotF32 { layer: index, tensor: b as usize });
+        }
+        if *layer == Layer::ScaleShift && weights.dtype != DType::F32 {
+            return Err(FormatError::ScaleNotF32 { layer: index, tensor: w as usize });
         }
         Ok(Binding { weights: w as usize, bias: b as usize })
     }

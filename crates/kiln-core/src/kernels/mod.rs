@@ -11,17 +11,19 @@ mod packed;
 mod pad;
 mod quantized;
 mod relu;
+mod window;
 
 pub use conv2d::conv2d_3x3_same;
 pub use dense::dense;
 pub use maxpool::{Poolable, maxpool_2x2};
-pub use packed::{conv2d_3x3_same_packed, dense_packed};
+pub use packed::{conv2d_3x3_same_packed, conv2d_packed, dense_packed};
 pub use pad::{pad, pad_with};
 pub use quantized::{
     ActivationScale, QuantizedOutput, REQUANTIZED_ACCUMULATORS, channel_scratch_len, conv2d_3x3_same_quantized,
-    dense_quantized, fake_quantize_in_place, quantize_activations, quantized_level, runs_on_integers,
+    conv2d_quantized, dense_quantized, fake_quantize_in_place, quantize_activations, quantized_level, runs_on_integers,
 };
 pub use relu::{relu, relu_in_place, relu_levels_in_place};
+pub use window::{activation_in_place, conv2d, global_avg_pool, pad_count, pool, scale_shift};
 
 use core::fmt;
 
@@ -189,17 +191,30 @@ pub fn libm_exp(x: f32) -> f32 {
     if x < -103.9 {
         return 0.0;
     }
-    let x = x as f64;
+    exp_f64(x as f64) as f32
+}
+
+/// [`libm_exp`]'s f64 core, for `|x|` up to about 700 (0 below, infinity above).
+pub fn exp_f64(x: f64) -> f64 {
+    if x.is_nan() {
+        return x;
+    }
+    if x > 709.0 {
+        return f64::INFINITY;
+    }
+    if x < -708.0 {
+        return 0.0;
+    }
     const LN2: f64 = core::f64::consts::LN_2;
     let k = (x / LN2 + if x >= 0.0 { 0.5 } else { -0.5 }) as i32;
     let r = x - k as f64 * LN2;
     let mut term = 1.0f64;
     let mut sum = 1.0f64;
-    for i in 1..=9 {
+    for i in 1..=13 {
         term *= r / i as f64;
         sum += term;
     }
-    (sum * f64::from_bits(((k + 1023) as u64) << 52)) as f32
+    sum * f64::from_bits(((k + 1023) as u64) << 52)
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@
 
 use super::{Isa, LengthError, check};
 use crate::format::Values;
+use crate::network::Window;
 
 /// Output pixels per tile, whose output rows serve as the accumulators while the tile's panels pass.
 const TILE_PIXELS: usize = 64;
@@ -50,6 +51,34 @@ pub fn conv2d_3x3_same_packed(
         Some(((image * h + iy) * w + ix) * cin)
     };
     dispatch(isa, &Gemm { input, pixels: n * h * w, taps: 9, cin, source, weights, bias, cout }, output);
+    Ok(())
+}
+
+/// Convolution with any window, plus bias, with weights `[kh,kw,cin,cout]` and bias `[cout]` given as
+/// decoders. `input` `[n,h,w,cin]`, `output` `[n,oh,ow,cout]`.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_packed(
+    isa: Isa,
+    input: &[f32],
+    n: usize,
+    (h, w, cin): (usize, usize, usize),
+    window: &Window,
+    weights: &Values<'_>,
+    bias: &Values<'_>,
+    cout: usize,
+    output: &mut [f32],
+) -> Result<(), LengthError> {
+    let (oh, ow) = window.output(h, w).unwrap_or((0, 0));
+    check("input", input.len(), n * h * w * cin)?;
+    check("output", output.len(), n * oh * ow * cout)?;
+    let kw = window.kw;
+    let source = |pixel: usize, tap: usize| {
+        let (image, y, x) = (pixel / (oh * ow), pixel / ow % oh, pixel % ow);
+        let (iy, ix) = window.source(y, x, tap / kw, tap % kw, h, w)?;
+        Some(((image * h + iy) * w + ix) * cin)
+    };
+    let taps = window.taps();
+    dispatch(isa, &Gemm { input, pixels: n * oh * ow, taps, cin, source, weights, bias, cout }, output);
     Ok(())
 }
 

@@ -19,6 +19,7 @@ use core::marker::PhantomData;
 
 use super::{Isa, LengthError, check};
 use crate::format::{DType, Values, round_to_i32};
+use crate::network::Window;
 use crate::parallel::Parallel;
 
 /// Output pixels per tile: their accumulators are the output rows themselves.
@@ -180,27 +181,60 @@ pub fn conv2d_3x3_same_quantized(
     run(isa, parallel, &g, cin <= PATCH_MAX_CIN, weights, bias, channels, output)
 }
 
-/// Convs with at most this many input channels gather each pixel's 3×3 patch first.
+/// Convolution with any window, plus bias, on quantized input `[n,h,w,cin]` (one [`ActivationScale`] per
+/// image) with int8/int4/int2 weights `[kh,kw,cin,cout]`; output `[n,oh,ow,cout]`. As
+/// [`conv2d_3x3_same_quantized`] otherwise.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_quantized(
+    isa: Isa,
+    parallel: &dyn Parallel,
+    input: &[u8],
+    scales: &[ActivationScale],
+    n: usize,
+    (h, w, cin): (usize, usize, usize),
+    window: &Window,
+    weights: &Values<'_>,
+    bias: &Values<'_>,
+    cout: usize,
+    channels: &mut [f32],
+    output: QuantizedOutput<'_>,
+) -> Result<(), LengthError> {
+    let (oh, ow) = window.output(h, w).unwrap_or((0, 0));
+    check("input", input.len(), n * h * w * cin)?;
+    check("output", output.len(), n * oh * ow * cout)?;
+    check("scales", scales.len(), n)?;
+    let geometry = Geometry::Conv { h, w, cin, oh, ow, window: *window };
+    let pixels = n * oh * ow;
+    let whole = Part { pixels: (0, pixels), channels: (0, cout) };
+    let taps = window.taps();
+    let g = IntGemm { input, scales, pixels_per_image: oh * ow, pixels, taps, cin, geometry, cout, part: whole };
+    run(isa, parallel, &g, cin <= PATCH_MAX_CIN, weights, bias, channels, output)
+}
+
+/// Convs with at most this many input channels gather each pixel's patch first.
 const PATCH_MAX_CIN: usize = 4;
-/// Pixels per batch of gathered patches.
+/// Pixels per batch of gathered patches (fewer for patches over 36 bytes: see [`PATCH_BYTES`]).
 const PATCH_PIXELS: usize = 512;
+/// The gathered patches' stack buffer: 512 pixels of a 3×3 patch on 4 channels.
+const PATCH_BYTES: usize = PATCH_PIXELS * 9 * PATCH_MAX_CIN;
 
 /// One part of a conv on few input channels (a network's first layer: one channel), as a dense layer over
-/// 3×3 patches gathered a tile at a time: one pass of `9 · cin` rows instead of nine passes of `cin` rows,
+/// patches gathered a tile at a time: one pass of `taps · cin` rows instead of `taps` passes of `cin` rows,
 /// which would leave the four-row dot products mostly empty. Taps outside the image take the zero point.
 fn conv_by_patches(isa: Isa, layer: &IntLayer<'_>, part: Part, accumulators: &mut [i32]) {
-    let IntGemm { input, scales, cin, geometry, .. } = layer.g;
-    let k = 9 * cin;
-    let mut patches = [0u8; PATCH_PIXELS * 9 * PATCH_MAX_CIN];
+    let IntGemm { input, scales, cin, geometry, taps, .. } = layer.g;
+    let k = taps * cin;
+    let mut patches = [0u8; PATCH_BYTES];
     let mut pixel_scales = [ActivationScale::default(); PATCH_PIXELS];
     let (first, end) = part.pixels;
     let mut at = geometry.locate(first);
-    for p0 in (first..end).step_by(PATCH_PIXELS) {
-        let tile = PATCH_PIXELS.min(end - p0);
+    let tile_pixels = (PATCH_BYTES / k).min(PATCH_PIXELS);
+    for p0 in (first..end).step_by(tile_pixels) {
+        let tile = tile_pixels.min(end - p0);
         for t in 0..tile {
             let scale = scales[at.image];
             pixel_scales[t] = scale;
-            for tap in 0..9 {
+            for tap in 0..taps {
                 let patch = &mut patches[t * k + tap * cin..][..cin];
                 // Byte by byte: `cin` is at most 4, and a `memcpy` call per tap would cost more than the copy.
                 match geometry.source(at, tap) {
@@ -415,6 +449,8 @@ enum Geometry {
     Rows { cin: usize },
     /// A 3×3 SAME conv over `[n, h, w, cin]` images: nine taps.
     Conv3x3 { h: usize, w: usize, cin: usize },
+    /// A conv with any window over `[n, h, w, cin]` images, giving `[n, oh, ow, cout]`.
+    Conv { h: usize, w: usize, cin: usize, oh: usize, ow: usize, window: Window },
 }
 
 /// An output pixel's image and position, stepped through without dividing.
@@ -431,7 +467,7 @@ impl Geometry {
     fn locate(&self, pixel: usize) -> Location {
         match *self {
             Geometry::Rows { .. } => Location { pixel, image: pixel, y: 0, x: 0 },
-            Geometry::Conv3x3 { h, w, .. } => {
+            Geometry::Conv3x3 { h, w, .. } | Geometry::Conv { oh: h, ow: w, .. } => {
                 Location { pixel, image: pixel / (h * w), y: pixel / w % h, x: pixel % w }
             }
         }
@@ -441,7 +477,7 @@ impl Geometry {
     fn next(&self, at: Location) -> Location {
         match *self {
             Geometry::Rows { .. } => Location { pixel: at.pixel + 1, image: at.image + 1, y: 0, x: 0 },
-            Geometry::Conv3x3 { h, w, .. } => {
+            Geometry::Conv3x3 { h, w, .. } | Geometry::Conv { oh: h, ow: w, .. } => {
                 let (mut image, mut y, mut x) = (at.image, at.y, at.x + 1);
                 if x == w {
                     (x, y) = (0, y + 1);
@@ -463,6 +499,10 @@ impl Geometry {
             Geometry::Conv3x3 { h, w, cin } => {
                 let iy = (at.y + tap / 3).checked_sub(1).filter(|&iy| iy < h)?;
                 let ix = (at.x + tap % 3).checked_sub(1).filter(|&ix| ix < w)?;
+                Some(((at.image * h + iy) * w + ix) * cin)
+            }
+            Geometry::Conv { h, w, cin, window, .. } => {
+                let (iy, ix) = window.source(at.y, at.x, tap / window.kw, tap % window.kw, h, w)?;
                 Some(((at.image * h + iy) * w + ix) * cin)
             }
         }

@@ -1,4 +1,4 @@
-//! 3x3 convolution, stride 1, SAME padding, plus bias, as im2col + GEMM.
+//! Convolution with any [`Window`] (the series' 3x3 stride-1 SAME one among them), plus bias, as im2col + GEMM.
 //!
 //! Forward:  `col = im2col(input)`, `output = col × W + b`.
 //! Backward: `dW = colᵀ × dout`, `db = Σ_rows dout`, `dcol = dout × Wᵀ`, `dinput = col2im(dcol)`.
@@ -17,6 +17,8 @@ use std::cell::RefCell;
 
 use rayon::prelude::*;
 
+use kiln_core::network::Window;
+
 use crate::gemm::{MatRef, add_column_sums, matmul, matmul_serial};
 
 /// Target size of one chunk's im2col matrix, in f32 values (8 MiB: about a last-level-cache share).
@@ -31,7 +33,7 @@ thread_local! {
     static THREAD_COL: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Geometry of one conv layer on a batch.
+/// Geometry of one conv layer on a batch: `[n, h, w, cin]` in, `[n, oh, ow, cout]` out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Conv2d {
     pub n: usize,
@@ -39,6 +41,7 @@ pub struct Conv2d {
     pub w: usize,
     pub cin: usize,
     pub cout: usize,
+    pub window: Window,
 }
 
 /// Runs `work` with this thread's scratch buffer of at least `len` values.
@@ -53,19 +56,35 @@ fn with_thread_col<R>(len: usize, work: impl FnOnce(&mut [f32]) -> R) -> R {
 }
 
 impl Conv2d {
-    /// Rows of the im2col matrix: one per output pixel.
-    pub fn rows(&self) -> usize {
-        self.n * self.h * self.w
+    /// The series' conv: 3x3, stride 1, SAME.
+    pub const fn same_3x3(n: usize, h: usize, w: usize, cin: usize, cout: usize) -> Conv2d {
+        Conv2d { n, h, w, cin, cout, window: Window::SAME_3X3 }
     }
 
-    /// Columns of the im2col matrix: the 3x3 neighbourhood in (ky, kx, ci) order, matching HWIO weights.
+    /// Output height and width (the plan has checked that the window fits).
+    pub fn out_hw(&self) -> (usize, usize) {
+        self.window.output(self.h, self.w).unwrap_or((0, 0))
+    }
+
+    /// Output pixels per image.
+    fn out_pixels(&self) -> usize {
+        let (oh, ow) = self.out_hw();
+        oh * ow
+    }
+
+    /// Rows of the im2col matrix: one per output pixel.
+    pub fn rows(&self) -> usize {
+        self.n * self.out_pixels()
+    }
+
+    /// Columns of the im2col matrix: the window's taps in (ky, kx, ci) order, matching HWIO weights.
     pub fn patch(&self) -> usize {
-        9 * self.cin
+        self.window.taps() * self.cin
     }
 
     /// Images per chunk: as many as fit in [`COL_CHUNK_VALUES`], at least one.
     pub fn chunk_images(&self) -> usize {
-        (COL_CHUNK_VALUES / (self.h * self.w * self.patch()).max(1)).clamp(1, self.n.max(1))
+        (COL_CHUNK_VALUES / (self.out_pixels() * self.patch()).max(1)).clamp(1, self.n.max(1))
     }
 
     /// Number of chunks the batch splits into.
@@ -93,14 +112,16 @@ impl Conv2d {
     }
 
     /// - `input`:   `[n, h, w, cin]`
-    /// - `weights`: `[3, 3, cin, cout]` = `[9*cin, cout]`
+    /// - `weights`: `[kh, kw, cin, cout]` = `[taps*cin, cout]`
     /// - `bias`:    `[cout]`
     /// - `col`:     scratch, at least [`Conv2d::col_len`] values
-    /// - `output`:  `[n, h, w, cout]`, written
+    /// - `output`:  `[n, oh, ow, cout]`, written
     pub fn forward(&self, input: &[f32], weights: &[f32], bias: &[f32], col: &mut [f32], output: &mut [f32]) {
         let hw = self.h * self.w;
-        let (in_step, out_step) = (self.chunk_images() * hw * self.cin, self.chunk_images() * hw * self.cout);
-        let (input, output) = (&input[..self.rows() * self.cin], &mut output[..self.rows() * self.cout]);
+        let ohw = self.out_pixels();
+        let (in_step, out_step) = (self.chunk_images() * hw * self.cin, self.chunk_images() * ohw * self.cout);
+        let input = &input[..self.n * hw * self.cin];
+        let output = &mut output[..self.rows() * self.cout];
         if self.side_by_side() {
             output.par_chunks_mut(out_step).zip(input.par_chunks(in_step)).for_each(|(out, inp)| {
                 let part = self.chunk(inp.len() / (hw * self.cin));
@@ -137,11 +158,11 @@ impl Conv2d {
     }
 
     /// - `input`:    `[n, h, w, cin]`, the forward pass's input
-    /// - `dout`:     `[n, h, w, cout]`, the gradient at this layer's output
-    /// - `weights`:  `[9*cin, cout]`
+    /// - `dout`:     `[n, oh, ow, cout]`, the gradient at this layer's output
+    /// - `weights`:  `[taps*cin, cout]`
     /// - `col`:      scratch, at least [`Conv2d::col_len`] values
     /// - `partials`: scratch, at least [`Conv2d::partials_len`] values
-    /// - `dweights`: `[9*cin, cout]`, written
+    /// - `dweights`: `[taps*cin, cout]`, written
     /// - `dbias`:    `[cout]`, written
     /// - `dinput`:   `[n, h, w, cin]`, written if given (skip it for the first parametric layer)
     #[allow(clippy::too_many_arguments)]
@@ -158,13 +179,14 @@ impl Conv2d {
     ) {
         let hw = self.h * self.w;
         let dw_len = self.patch() * self.cout;
-        let (in_step, out_step) = (self.chunk_images() * hw * self.cin, self.chunk_images() * hw * self.cout);
+        let (in_step, out_step) =
+            (self.chunk_images() * hw * self.cin, self.chunk_images() * self.out_pixels() * self.cout);
         let count = self.chunk_count();
         let partials = &mut partials[..count * dw_len];
-        let input = &input[..self.rows() * self.cin];
+        let input = &input[..self.n * hw * self.cin];
         let dout = &dout[..self.rows() * self.cout];
         let dinput_parts: Vec<Option<&mut [f32]>> = match dinput {
-            Some(d) => d[..self.rows() * self.cin].chunks_mut(in_step).map(Some).collect(),
+            Some(d) => d[..self.n * hw * self.cin].chunks_mut(in_step).map(Some).collect(),
             None => (0..count).map(|_| None).collect(),
         };
         if self.side_by_side() {
@@ -225,24 +247,22 @@ impl Conv2d {
         }
     }
 
-    /// `input [n,h,w,cin]` → `col [n*h*w, 9*cin]`; taps outside the image are zero (SAME padding).
+    /// `input [n,h,w,cin]` → `col [n*oh*ow, taps*cin]`; taps in the padding are zero.
     fn im2col(&self, input: &[f32], col: &mut [f32]) {
-        let Conv2d { h, w, cin, .. } = *self;
+        let Conv2d { h, w, cin, window, .. } = *self;
+        let (oh, ow) = self.out_hw();
         let patch = self.patch();
-        // One task per image row: n*h rows of w patches each.
-        col[..self.rows() * patch].par_chunks_mut(w * patch).enumerate().for_each(|(row_index, out_row)| {
-            let (b, y) = (row_index / h, row_index % h);
-            for x in 0..w {
+        // One task per output row: n*oh rows of ow patches each.
+        col[..self.rows() * patch].par_chunks_mut(ow * patch).enumerate().for_each(|(row_index, out_row)| {
+            let (b, y) = (row_index / oh, row_index % oh);
+            for x in 0..ow {
                 let out = &mut out_row[x * patch..][..patch];
-                for ky in 0..3 {
-                    for kx in 0..3 {
-                        let dst = &mut out[(ky * 3 + kx) * cin..][..cin];
-                        let iy = (y + ky).wrapping_sub(1);
-                        let ix = (x + kx).wrapping_sub(1);
-                        if iy < h && ix < w {
-                            dst.copy_from_slice(&input[((b * h + iy) * w + ix) * cin..][..cin]);
-                        } else {
-                            dst.fill(0.0);
+                for ky in 0..window.kh {
+                    for kx in 0..window.kw {
+                        let dst = &mut out[(ky * window.kw + kx) * cin..][..cin];
+                        match window.source(y, x, ky, kx, h, w) {
+                            Some((iy, ix)) => dst.copy_from_slice(&input[((b * h + iy) * w + ix) * cin..][..cin]),
+                            None => dst.fill(0.0),
                         }
                     }
                 }
@@ -250,29 +270,28 @@ impl Conv2d {
         });
     }
 
-    /// `dcol [n*h*w, 9*cin]` → `dinput [n,h,w,cin]`: each input pixel gathers the taps that read it.
+    /// `dcol [n*oh*ow, taps*cin]` → `dinput [n,h,w,cin]`: each input pixel gathers the taps that read it.
     /// Gathering (not scattering) keeps every output written by one task, in a fixed order.
     fn col2im(&self, dcol: &[f32], dinput: &mut [f32]) {
-        let Conv2d { h, w, cin, .. } = *self;
+        let Conv2d { h, w, cin, window, .. } = *self;
+        let (oh, ow) = self.out_hw();
         let patch = self.patch();
+        // Output row y reads input row y*sh + ky - top, so input row iy is tap ky of output row
+        // (iy + top - ky) / sh when that divides exactly and lands inside the output.
+        let origin = |i: usize, k: usize, pad: usize, stride: usize, size: usize| {
+            let t = (i + pad).checked_sub(k)?;
+            (t.is_multiple_of(stride) && t / stride < size).then_some(t / stride)
+        };
         dinput[..self.n * h * w * cin].par_chunks_mut(w * cin).enumerate().for_each(|(row_index, in_row)| {
             let (b, iy) = (row_index / h, row_index % h);
             in_row.fill(0.0);
             for ix in 0..w {
                 let acc = &mut in_row[ix * cin..][..cin];
-                // The output pixel (y, x) reads input (y+ky-1, x+kx-1), so input (iy, ix) is tap
-                // (ky, kx) of output (iy+1-ky, ix+1-kx).
-                for ky in 0..3 {
-                    let y = (iy + 1).wrapping_sub(ky);
-                    if y >= h {
-                        continue;
-                    }
-                    for kx in 0..3 {
-                        let x = (ix + 1).wrapping_sub(kx);
-                        if x >= w {
-                            continue;
-                        }
-                        let src = &dcol[((b * h + y) * w + x) * patch + (ky * 3 + kx) * cin..][..cin];
+                for ky in 0..window.kh {
+                    let Some(y) = origin(iy, ky, window.top, window.sh, oh) else { continue };
+                    for kx in 0..window.kw {
+                        let Some(x) = origin(ix, kx, window.left, window.sw, ow) else { continue };
+                        let src = &dcol[((b * oh + y) * ow + x) * patch + (ky * window.kw + kx) * cin..][..cin];
                         for (a, &g) in acc.iter_mut().zip(src) {
                             *a += g;
                         }
@@ -288,7 +307,16 @@ mod tests {
     use super::*;
     use crate::layers::gradcheck::{check, random, weighted_sum};
 
-    const GEOMETRY: Conv2d = Conv2d { n: 2, h: 5, w: 4, cin: 3, cout: 4 };
+    const GEOMETRY: Conv2d = Conv2d::same_3x3(2, 5, 4, 3, 4);
+    /// A strided conv with uneven padding and a dropped column: every index rule of im2col and col2im.
+    const STRIDED: Conv2d = Conv2d {
+        n: 2,
+        h: 7,
+        w: 6,
+        cin: 2,
+        cout: 3,
+        window: Window { kh: 3, kw: 2, sh: 2, sw: 2, top: 1, bottom: 0, left: 0, right: 1 },
+    };
 
     fn run(c: &Conv2d, input: &[f32], weights: &[f32], bias: &[f32]) -> Vec<f32> {
         let mut col = vec![0.0; c.col_len()];
@@ -300,11 +328,12 @@ mod tests {
     /// Random input and parameters for `c`, and a check that the fast forward pass equals kiln-core's.
     fn forward_against_reference(c: &Conv2d, tolerance: f32) -> (Vec<f32>, Vec<f32>) {
         let input = random(c.n * c.h * c.w * c.cin, 1);
-        let weights = random(9 * c.cin * c.cout, 2);
+        let weights = random(c.patch() * c.cout, 2);
         let bias = random(c.cout, 3);
         let got = run(c, &input, &weights, &bias);
         let mut want = vec![0.0; got.len()];
-        kiln_core::kernels::conv2d_3x3_same(&input, c.n, c.h, c.w, c.cin, &weights, &bias, c.cout, &mut want).unwrap();
+        let image = (c.h, c.w, c.cin);
+        kiln_core::kernels::conv2d(&input, c.n, image, &c.window, &weights, &bias, c.cout, &mut want).unwrap();
         for (g, w) in got.iter().zip(&want) {
             assert!((g - w).abs() < tolerance, "{g} vs {w}");
         }
@@ -313,15 +342,18 @@ mod tests {
 
     #[test]
     fn forward_matches_reference_kernel() {
-        forward_against_reference(&Conv2d { n: 3, h: 7, w: 6, cin: 5, cout: 8 }, 1e-4);
+        forward_against_reference(&Conv2d::same_3x3(3, 7, 6, 5, 8), 1e-4);
+        forward_against_reference(&STRIDED, 1e-4);
+        let lenet1 = Conv2d { window: Window::valid(5, 5, 1), ..Conv2d::same_3x3(2, 12, 12, 6, 16) };
+        forward_against_reference(&lenet1, 1e-4);
     }
 
     #[test]
     fn chunks_cover_the_batch() {
         // A 32x32x64 layer has 590k values of im2col per image: three images per chunk.
-        let big = Conv2d { n: 5, h: 32, w: 32, cin: 64, cout: 64 };
+        let big = Conv2d::same_3x3(5, 32, 32, 64, 64);
         assert_eq!(big.chunk_images(), 3);
-        let small = Conv2d { n: 64, h: 4, w: 4, cin: 512, cout: 512 };
+        let small = Conv2d::same_3x3(64, 4, 4, 512, 512);
         assert_eq!(small.chunk_images(), 28);
         assert_eq!(small.chunk_count(), 3);
         assert_eq!(small.partials_len(), 3 * 4608 * 512);
@@ -331,8 +363,8 @@ mod tests {
     /// one after another (2 chunks) and side by side (9 chunks, on a machine with up to 2 threads).
     #[test]
     fn chunked_equals_whole_batch() {
-        chunked_equals_whole_batch_for(Conv2d { n: 7, h: 24, w: 24, cin: 64, cout: 8 });
-        chunked_equals_whole_batch_for(Conv2d { n: 25, h: 32, w: 32, cin: 64, cout: 4 });
+        chunked_equals_whole_batch_for(Conv2d::same_3x3(7, 24, 24, 64, 8));
+        chunked_equals_whole_batch_for(Conv2d::same_3x3(25, 32, 32, 64, 4));
     }
 
     fn chunked_equals_whole_batch_for(c: Conv2d) {
@@ -340,6 +372,7 @@ mod tests {
         let (input, weights) = forward_against_reference(&c, 1e-3);
         // Backward: dW summed over chunks equals dW of each image computed alone, summed.
         let dout = random(c.rows() * c.cout, 4);
+        let per_image_out = c.out_pixels();
         let (mut col, mut partials) = (vec![0.0; c.col_len()], vec![0.0; c.partials_len()]);
         let (mut dw, mut db, mut dx) = (vec![0.0; weights.len()], vec![0.0; c.cout], vec![0.0; input.len()]);
         c.backward(&input, &dout, &weights, &mut col, &mut partials, &mut dw, &mut db, Some(&mut dx));
@@ -352,7 +385,7 @@ mod tests {
                 (vec![0.0; weights.len()], vec![0.0; c.cout], vec![0.0; per_image * c.cin]);
             one.backward(
                 &input[b * per_image * c.cin..][..per_image * c.cin],
-                &dout[b * per_image * c.cout..][..per_image * c.cout],
+                &dout[b * per_image_out * c.cout..][..per_image_out * c.cout],
                 &weights,
                 &mut col1,
                 &mut partials1,
@@ -372,9 +405,13 @@ mod tests {
 
     #[test]
     fn backward_matches_finite_differences() {
-        let c = GEOMETRY;
+        backward_matches_finite_differences_for(GEOMETRY);
+        backward_matches_finite_differences_for(STRIDED);
+    }
+
+    fn backward_matches_finite_differences_for(c: Conv2d) {
         let mut input = random(c.n * c.h * c.w * c.cin, 4);
-        let mut weights = random(9 * c.cin * c.cout, 5);
+        let mut weights = random(c.patch() * c.cout, 5);
         let mut bias = random(c.cout, 6);
         let coeffs = random(c.rows() * c.cout, 7);
 

@@ -6,9 +6,11 @@
 
 pub mod conv2d;
 pub mod dense;
+pub mod elementwise;
 pub mod loss;
 pub mod maxpool;
 pub mod pad;
+pub mod pool;
 pub mod relu;
 
 #[cfg(test)]
