@@ -292,11 +292,7 @@ fn run_layers_observed<'s>(
                     .map_err(length)?
             }
             (Layer::ScaleShift, Some((scale, shift))) => {
-                // Validation keeps both f32.
-                let (Some(scale), Some(shift)) = (scale.as_f32(), shift.as_f32()) else {
-                    return Err(ForwardError::MissingParams { layer: step.index });
-                };
-                kernels::scale_shift(input, scale, shift, output).map_err(length)?
+                kernels::scale_shift_packed(input, c, scale, shift, output).map_err(length)?
             }
             (layer, _) if layer.has_params() => return Err(ForwardError::MissingParams { layer: step.index }),
             (layer, _) => {

@@ -44,12 +44,16 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-/// Dynamic activations (f32 between layers) and static ones (8-bit throughout), and a real ConvNet4 whose
-/// layers are large enough to be cut into parts on two threads.
-static MODELS: [&[u8]; 3] = [
+/// Dynamic activations (f32 between layers) and static ones (8-bit throughout), a real ConvNet4 whose
+/// layers are large enough to be cut into parts on two threads, and the layers past the series': LeNet-5
+/// (5x5 convs, tanh, average pools) and a network of strided and 1x1 convs, leaky ReLU, clip, scale-shift,
+/// sigmoid, SAME max and average pools and global average pooling (both from Keras through tf2onnx).
+static MODELS: [&[u8]; 5] = [
     include_bytes!("../fuzz/seeds/from_bytes/int4.kiln"),
     include_bytes!("../fuzz/seeds/from_bytes/int8_static.kiln"),
     include_bytes!("../examples/embedded/convnet4-int8.kiln"),
+    include_bytes!("../fuzz/seeds/from_bytes/lenet5_int8.kiln"),
+    include_bytes!("../fuzz/seeds/from_bytes/layers_int4.kiln"),
 ];
 
 #[test]

@@ -33,6 +33,12 @@ pub enum ConvertError {
     Pack(#[from] PackError),
     #[error(transparent)]
     Eval(#[from] EvalError),
+    /// Static activation scales were asked for a network with a layer the 8-bit path does not run.
+    #[error(
+        "--activations static runs only the series' layers (3x3 convs, 2x2 max pools, dense, ReLU, pad, flatten); \
+         layer {layer} is {kind}: pack with dynamic activations"
+    )]
+    StaticUnsupported { layer: usize, kind: &'static str },
 }
 
 /// What the `.kiln` metadata records about where a model came from.
@@ -255,6 +261,12 @@ impl<'m> Conversion<'m> {
     /// Switches the file to static activations: calibrates every layer's input scale on `images` (training
     /// images: the test set stays unseen) through the integer path, stores them, and rewrites the file.
     pub fn make_static(&mut self, images: &Dataset, options: &EvalOptions<'_>) -> Result<(), ConvertError> {
+        let layers = &self.model.network.layers;
+        let unsupported =
+            |l: &kiln_core::network::Layer| !(l.is_series() || matches!(l, kiln_core::network::Layer::Dropout { .. }));
+        if let Some((layer, l)) = layers.iter().enumerate().find(|(_, l)| unsupported(l)) {
+            return Err(ConvertError::StaticUnsupported { layer, kind: l.kind() });
+        }
         self.meta.activations.clear();
         let dynamic = writer::write(&self.model.network.layers, &self.params, &self.meta)?;
         self.meta.activations = eval::calibrate(&dynamic, images.into(), options)?;

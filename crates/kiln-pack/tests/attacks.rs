@@ -10,7 +10,7 @@ mod common;
 use std::path::PathBuf;
 
 use kiln_core::format::{self as spec, FormatError, Model};
-use kiln_core::network::{NetworkError, Shape};
+use kiln_core::network::{NetworkError, Shape, Window};
 use kiln_pack::Quant;
 
 fn u64_at(b: &[u8], at: usize) -> usize {
@@ -41,6 +41,15 @@ fn tensor_entry(file: &[u8], t: usize) -> usize {
 
 fn layer_record(file: &[u8], l: usize) -> usize {
     section(file, spec::SECTION_GRAPH) + 8 + l * spec::LAYER_RECORD_LEN
+}
+
+/// Rewrites layer record `l` as operator `op` with `args`.
+fn set_record(file: &mut [u8], l: usize, op: u32, args: [u32; 4]) {
+    let r = layer_record(file, l);
+    put_u32(file, r, op);
+    for (i, a) in args.into_iter().enumerate() {
+        put_u32(file, r + 4 + 4 * i, a);
+    }
 }
 
 fn put_u32(file: &mut [u8], at: usize, v: u32) {
@@ -222,6 +231,68 @@ fn attacks() -> Vec<(&'static str, Recipe, FormatError)> {
                 })
             },
             FormatError::Graph(NetworkError::PoolNeedsEvenSize { layer: 3, input: Shape::new(9, 8, 4) }),
+        ),
+        (
+            // Since 1.2: layer 5 (a ReLU on [4, 4, 8]) becomes a 7x7 max pool, larger than its input.
+            "pool_window_larger_than_input",
+            || edited(|f| set_record(f, 5, spec::OP_POOL, [1, Window::valid(7, 7, 1).to_bits(), 0, 0])),
+            FormatError::Graph(NetworkError::WindowTooLarge { layer: 5, input: Shape::new(4, 4, 8), kernel: (7, 7) }),
+        ),
+        (
+            "pool_window_zero",
+            || edited(|f| set_record(f, 3, spec::OP_POOL, [1, 0, 0, 0])),
+            FormatError::Graph(NetworkError::BadWindow {
+                layer: 3,
+                reason: "the window must be 1 to 7 pixels on each side",
+            }),
+        ),
+        (
+            "pool_pad_not_below_window",
+            || {
+                let window = Window { top: 2, ..Window::valid(2, 2, 2) };
+                edited(|f| set_record(f, 3, spec::OP_POOL, [2, window.to_bits(), 0, 0]))
+            },
+            FormatError::Graph(NetworkError::BadWindow {
+                layer: 3,
+                reason: "each pad must be smaller than the window side it pads",
+            }),
+        ),
+        (
+            "pool_unknown_kind",
+            || edited(|f| set_record(f, 3, spec::OP_POOL, [9, Window::valid(2, 2, 2).to_bits(), 0, 0])),
+            FormatError::BadLayerArgs { layer: 3 },
+        ),
+        (
+            // Layer 1's 3x3 weights under a 5x5 window.
+            "conv_weights_do_not_fit_the_window",
+            || edited(|f| set_record(f, 1, spec::OP_CONV, [4, 0, 1, Window::same(5, 5, 1, 8, 8).to_bits()])),
+            FormatError::TensorShapeMismatch { layer: 1, tensor: 0 },
+        ),
+        (
+            "conv_stride_eight",
+            || {
+                let window = Window { sh: 8, ..Window::SAME_3X3 };
+                edited(|f| set_record(f, 1, spec::OP_CONV, [4, 0, 1, window.to_bits()]))
+            },
+            FormatError::Graph(NetworkError::BadWindow { layer: 1, reason: "the stride must be 1 to 7" }),
+        ),
+        (
+            "activation_unknown_kind",
+            || edited(|f| set_record(f, 2, spec::OP_ACTIVATION, [7, 0, 0, 0])),
+            FormatError::BadLayerArgs { layer: 2 },
+        ),
+        (
+            "clip_min_above_max",
+            || edited(|f| set_record(f, 2, spec::OP_ACTIVATION, [3, 6.0f32.to_bits(), 0.0f32.to_bits(), 0])),
+            FormatError::Graph(NetworkError::BadArgument {
+                layer: 2,
+                reason: "clip needs bounds with min <= max (and no NaN)",
+            }),
+        ),
+        (
+            "dropout_rate_one",
+            || edited(|f| set_record(f, 2, spec::OP_DROPOUT, [1.0f32.to_bits(), 0, 0, 0])),
+            FormatError::Graph(NetworkError::BadArgument { layer: 2, reason: "dropout's rate must be in [0, 1)" }),
         ),
         (
             "unknown_op",

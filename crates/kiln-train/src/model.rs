@@ -412,6 +412,42 @@ mod tests {
         assert_matches_reference(presets::convnet4(), 3);
     }
 
+    /// The layers past the series', in one network with every one of them.
+    fn past_the_series() -> Network {
+        let text = "input 12x11x2, conv 3x3 4 stride 2, leaky_relu 0.1, conv 1x2 5 valid, relu6, scale_shift, \
+                    maxpool 3 stride 1 same, dropout 0.3, conv 2x2 4 pad 1,0,0,1, tanh, avgpool 2 stride 1 pad 1 \
+                    count_pad, sigmoid, avgpool 3x2 stride 2 same, conv 3x3 6, clip -0.5 0.7, global_avgpool, \
+                    dense 3";
+        crate::description::parse(text, "past_the_series").unwrap()
+    }
+
+    #[test]
+    fn forward_matches_reference_lenet5_and_the_layers_past_the_series() {
+        assert_matches_reference(presets::lenet5(), 3);
+        let network = past_the_series();
+        let model = Model::new(network, InitChoice::Default, 5).unwrap();
+        let batch = 3;
+        let input = random(batch * model.input_shape().len(), 8);
+        let fast = model.forward(&mut Workspace::new(), &input, batch).to_vec();
+        let params: Vec<LayerParams> = model
+            .steps()
+            .iter()
+            .filter_map(|s| s.params)
+            .map(|slot| LayerParams {
+                weights: &model.params[slot.weights()].data,
+                bias: &model.params[slot.bias()].data,
+            })
+            .collect();
+        let max = batch * kiln_core::network::max_activation_len(&model.network.layers, model.input_shape()).unwrap();
+        let (mut a, mut b) = (vec![0.0; max], vec![0.0; max]);
+        let slow =
+            reference::forward(&model.network.layers, model.input_shape(), batch, &input, &params, &mut a, &mut b)
+                .unwrap();
+        for (f, s) in fast.iter().zip(slow) {
+            assert!((f - s).abs() <= 1e-5, "{f} vs {s}");
+        }
+    }
+
     #[test]
     fn forward_matches_reference_vgg() {
         assert_matches_reference(presets::vgg(), 2);
@@ -420,8 +456,20 @@ mod tests {
     /// The whole network's backward pass against finite differences of the whole network's loss.
     #[test]
     fn whole_network_gradients_match_finite_differences() {
-        // A small network with every layer kind, so the check runs in milliseconds.
-        let network = Network {
+        whole_network_gradients_match_finite_differences_for(series_network(), 6 * 6, 1e-3);
+        // The layers past the series' (max pooling and clipping, whose kinks crowd a whole network, are checked
+        // alone in their own files).
+        let text = "input 12x11x2, conv 3x3 4 stride 2, leaky_relu 0.1, conv 1x2 5 valid, tanh, scale_shift, \
+                    avgpool 2 stride 1 pad 1 count_pad, sigmoid, dropout 0.3, avgpool 3x2 stride 2 same, \
+                    conv 3x3 6, tanh, global_avgpool, dense 3";
+        let smooth = crate::description::parse(text, "smooth").unwrap();
+        // A wider step: the loss is f32, and these gradients are small.
+        whole_network_gradients_match_finite_differences_for(smooth, 12 * 11 * 2, 3e-3);
+    }
+
+    /// A small network with every layer kind of the series, so the check runs in milliseconds.
+    fn series_network() -> Network {
+        Network {
             name: "tiny".into(),
             input: Shape::new(6, 6, 1),
             layers: vec![
@@ -437,7 +485,10 @@ mod tests {
                 Layer::Dense { units: 3 },
             ],
             normalization: Default::default(),
-        };
+        }
+    }
+
+    fn whole_network_gradients_match_finite_differences_for(network: Network, image: usize, step: f32) {
         let mut model = Model::new(network, InitChoice::Default, 3).unwrap();
         for t in &mut model.params {
             if t.name.ends_with("bias") {
@@ -445,7 +496,7 @@ mod tests {
             }
         }
         let batch = 2;
-        let input = random(batch * 36, 4);
+        let input = random(batch * image, 4);
         let labels = [2u8, 0];
         let mut ws = Workspace::new();
         let logits = model.forward(&mut ws, &input, batch).to_vec();
@@ -468,7 +519,7 @@ mod tests {
                     loss::softmax_cross_entropy(&logits, &labels, 3, None).cost as f64
                 },
                 &name,
-                1e-3,
+                step,
             );
         }
     }

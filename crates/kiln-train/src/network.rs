@@ -214,6 +214,20 @@ mod tests {
         assert_eq!(back, network);
     }
 
+    /// The same for the layers past the series'.
+    #[test]
+    fn layer_json_spelling_is_pinned_past_the_series() {
+        let text = "input 8x8x1, conv 3x3 2 stride 2, avgpool 2 stride 1 count_pad, maxpool 2 stride 1, tanh, sigmoid, \
+                    clip 0 6, leaky_relu 0.25, scale_shift, dropout 0.5, global_avgpool, dense 2";
+        let network = crate::description::parse(text, "past").unwrap();
+        let json = serde_json::to_string(&network).unwrap();
+        assert_eq!(json, PAST_THE_SERIES_JSON);
+        let back: Network = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, network);
+    }
+
+    const PAST_THE_SERIES_JSON: &str = r#"{"name":"past","input":{"h":8,"w":8,"c":1},"layers":[{"conv":{"filters":2,"window":{"kh":3,"kw":3,"sh":2,"sw":2,"top":0,"bottom":1,"left":0,"right":1}}},{"pool":{"kind":{"avg":{"count_pad":true}},"window":{"kh":2,"kw":2,"sh":1,"sw":1,"top":0,"bottom":0,"left":0,"right":0}}},{"pool":{"kind":"max","window":{"kh":2,"kw":2,"sh":1,"sw":1,"top":0,"bottom":0,"left":0,"right":0}}},{"activation":"tanh"},{"activation":"sigmoid"},{"activation":{"clip":{"min":0.0,"max":6.0}}},{"activation":{"leaky_relu":{"alpha":0.25}}},"scale_shift",{"dropout":{"rate":0.5}},"global_avg_pool",{"dense":{"units":2}}]}"#;
+
     #[test]
     fn summary_follows_the_plan() {
         let vgg = presets::vgg();

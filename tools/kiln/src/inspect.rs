@@ -49,7 +49,7 @@ pub fn cmd_inspect(args: InspectArgs) -> Result<()> {
     println!("packed by:    kiln {}", meta.kiln_version());
     println!();
     println!(
-        "{:>3}  {:<10} {:<14} {:<16} {:<8} {:>12} {:>6}",
+        "{:>3}  {:<14} {:<14} {:<16} {:<8} {:>12} {:>6}",
         "#", "layer", "output", "weights", "dtype", "bytes", "bits"
     );
     let mut names: HashMap<usize, &str> = HashMap::new();
@@ -73,7 +73,7 @@ pub fn cmd_inspect(args: InspectArgs) -> Result<()> {
             }
             None => (String::new(), String::new(), String::new(), String::new()),
         };
-        println!("{i:>3}  {:<10} {:<14} {dims:<16} {dtype:<8} {bytes:>12} {bits:>6}", layer.kind(), shape.to_string());
+        println!("{i:>3}  {:<14} {:<14} {dims:<16} {dtype:<8} {bytes:>12} {bits:>6}", layer.kind(), shape.to_string());
     }
     println!(
         "parameters:   {} in {} bytes of tensors ({:.2} bits each, biases f32), {} bytes of header, tables and padding",

@@ -23,7 +23,7 @@ pub use quantized::{
     conv2d_quantized, dense_quantized, fake_quantize_in_place, quantize_activations, quantized_level, runs_on_integers,
 };
 pub use relu::{relu, relu_in_place, relu_levels_in_place};
-pub use window::{activation_in_place, conv2d, global_avg_pool, pad_count, pool, scale_shift};
+pub use window::{activation_in_place, conv2d, global_avg_pool, pad_count, pool, scale_shift, scale_shift_packed};
 
 use core::fmt;
 

@@ -3,6 +3,7 @@
 //! order a reader checks them by hand; the packed and GPU paths are tested against these.
 
 use super::{LengthError, check};
+use crate::format::Values;
 use crate::network::{Activation, PoolKind, Window};
 
 /// Convolution with any window, plus bias.
@@ -148,6 +149,34 @@ pub fn scale_shift(input: &[f32], scale: &[f32], shift: &[f32], output: &mut [f3
     for (x, y) in input.chunks_exact(c).zip(output.chunks_exact_mut(c)) {
         for ((y, &x), (&s, &t)) in y.iter_mut().zip(x).zip(scale.iter().zip(shift)) {
             *y = x * s + t;
+        }
+    }
+    Ok(())
+}
+
+/// [`scale_shift`] with the scale and shift as stored in a file (which need not be 4-byte aligned),
+/// decoded 64 channels at a time onto the stack. `input` and `output` are `[pixels, c]`.
+pub fn scale_shift_packed(
+    input: &[f32],
+    c: usize,
+    scale: &Values<'_>,
+    shift: &Values<'_>,
+    output: &mut [f32],
+) -> Result<(), LengthError> {
+    check("output", output.len(), input.len())?;
+    if c == 0 || !input.len().is_multiple_of(c) {
+        return Err(LengthError { what: "input", expected: input.len().next_multiple_of(c.max(1)), got: input.len() });
+    }
+    const CHUNK: usize = 64;
+    let (mut s, mut t) = ([0.0f32; CHUNK], [0.0f32; CHUNK]);
+    for c0 in (0..c).step_by(CHUNK) {
+        let width = CHUNK.min(c - c0);
+        scale.decode(c0, &mut s[..width]);
+        shift.decode(c0, &mut t[..width]);
+        for (x, y) in input.chunks_exact(c).zip(output.chunks_exact_mut(c)) {
+            for j in 0..width {
+                y[c0 + j] = x[c0 + j] * s[j] + t[j];
+            }
         }
     }
     Ok(())
