@@ -98,14 +98,18 @@ fn dims(graph: &mut pb::GraphProto) -> &mut Vec<pb::tensor_shape_proto::Dimensio
 #[test]
 fn bad_onnx_files_get_errors_that_name_the_node_and_the_problem() {
     // An op Kiln does not map.
-    let (e, m) = error_of(&edited("op", |g| g.node[1].op_type = "Sigmoid".into()));
-    assert!(matches!(e, OnnxError::Unsupported { .. }) && m.contains("/relu1/Relu") && m.contains("Sigmoid"), "{m}");
+    let (e, m) = error_of(&edited("op", |g| g.node[1].op_type = "Softplus".into()));
+    assert!(matches!(e, OnnxError::Unsupported { .. }) && m.contains("/relu1/Relu") && m.contains("Softplus"), "{m}");
     assert!(m.contains("Kiln maps"), "the error lists the supported ops: {m}");
-    // A strided conv.
-    let (e, m) = error_of(&edited("stride", |g| {
-        g.node[3].attribute.iter_mut().find(|a| a.name == "strides").unwrap().ints = vec![2, 2];
+    // A dilated conv.
+    let (e, m) = error_of(&edited("dilation", |g| {
+        let mut dilations = g.node[3].attribute.iter().find(|a| a.name == "strides").unwrap().clone();
+        dilations.name = "dilations".into();
+        dilations.ints = vec![2, 2];
+        g.node[3].attribute.retain(|a| a.name != "dilations");
+        g.node[3].attribute.push(dilations);
     }));
-    assert!(matches!(e, OnnxError::Unsupported { .. }) && m.contains("strides") && m.contains("/conv2/Conv"), "{m}");
+    assert!(matches!(e, OnnxError::Unsupported { .. }) && m.contains("dilations") && m.contains("/conv2/Conv"), "{m}");
     // A dynamic image size.
     let (e, m) = error_of(&edited("dynamic", |g| {
         dims(g)[2].value = Some(pb::tensor_shape_proto::dimension::Value::DimParam("height".into()));
