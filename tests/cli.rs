@@ -1164,3 +1164,43 @@ fn tensorflow_checkpoints_convert_and_inspect() {
     let err = fails(&["convert", repo().join("README.md").to_str().unwrap(), "-o", out_s]);
     assert!(err.contains("README.md"), "{err}");
 }
+
+/// Issue 15: networks described in a file or inline train, pack and run through every kernel build; a bad
+/// description names the layer and what does not fit.
+#[test]
+fn described_networks_train_pack_and_name_their_bad_layers() {
+    let out = succeeds(&["train", "--net", "conv 5x5 6 same, tanh, avgpool 2, flatten, dense 10", "--summary"]);
+    assert!(
+        out.contains("avgpool 2x2 stride 2 valid") && out.contains("[14, 14, 6]") && out.contains("MFLOP"),
+        "{out}"
+    );
+    let err = fails(&["train", "--net", "conv 3x3 8, relu, maxpool 2, conv 3x3 4, dense 10", "--summary"]);
+    assert!(err.contains("layer 5 (\"dense 10\"): dense needs a flat input") && err.contains("add flatten"), "{err}");
+    let err = fails(&["train", "--net", "maxpool 2, maxpool 2, maxpool 2", "--summary"]);
+    assert!(err.contains("layer 3") && err.contains("drops a row"), "{err}");
+    let err = fails(&["train", "--net", "no-such-net"]);
+    assert!(err.contains("no such file") && err.contains("lenet5"), "{err}");
+
+    let dir = small_mnist("described", 1000, 300);
+    let data = dir.to_str().unwrap();
+    let out_dir = scratch("described-out");
+    let weights = out_dir.join("lenet5.safetensors");
+    let packed = out_dir.join("lenet5.kiln");
+    #[rustfmt::skip]
+    succeeds(&["train", "--net", "lenet5", "--steps", "40", "--show-mistakes", "0", "--data", data,
+        "--save", weights.to_str().unwrap()]);
+    succeeds(&[
+        "convert",
+        weights.to_str().unwrap(),
+        "-o",
+        packed.to_str().unwrap(),
+        "--quant",
+        "int8",
+        "--data",
+        data,
+    ]);
+    let shown = succeeds(&["inspect", packed.to_str().unwrap()]);
+    assert!(shown.contains("format 1.2") && shown.contains("avgpool") && shown.contains("tanh"), "{shown}");
+    let eval = succeeds(&["eval", packed.to_str().unwrap(), "--isa", "all", "--data", data]);
+    assert!(eval.contains("portable"), "{eval}");
+}
