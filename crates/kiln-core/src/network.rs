@@ -174,6 +174,19 @@ impl Window {
         Some((iy, ix))
     }
 
+    /// The inverse of [`Window::source`] along the height: the output row whose tap row `ky` reads input row
+    /// `iy`, if one does (`oh` output rows). Backward passes gather with it.
+    #[inline(always)]
+    pub fn output_row(&self, iy: usize, ky: usize, oh: usize) -> Option<usize> {
+        inverse_tap(iy, ky, self.top, self.sh, oh)
+    }
+
+    /// [`Window::output_row`] along the width.
+    #[inline(always)]
+    pub fn output_col(&self, ix: usize, kx: usize, ow: usize) -> Option<usize> {
+        inverse_tap(ix, kx, self.left, self.sw, ow)
+    }
+
     /// Packs the window into 32 bits, 4 per field (every field is below 16 after [`Window::check`]):
     /// `kh | kw << 4 | sh << 8 | sw << 12 | top << 16 | bottom << 20 | left << 24 | right << 28`.
     pub fn to_bits(&self) -> u32 {
@@ -186,6 +199,13 @@ impl Window {
         let f = |i: u32| ((bits >> (4 * i)) & 15) as usize;
         Window { kh: f(0), kw: f(1), sh: f(2), sw: f(3), top: f(4), bottom: f(5), left: f(6), right: f(7) }
     }
+}
+
+/// Output position `o` reads input `o * stride + k - pad`; this solves for `o`.
+#[inline(always)]
+fn inverse_tap(i: usize, k: usize, pad: usize, stride: usize, size: usize) -> Option<usize> {
+    let t = (i + pad).checked_sub(k)?;
+    (t.is_multiple_of(stride) && t / stride < size).then_some(t / stride)
 }
 
 impl fmt::Display for Window {

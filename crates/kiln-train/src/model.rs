@@ -379,13 +379,10 @@ mod tests {
     use crate::presets;
     use kiln_core::reference::{self, LayerParams};
 
-    /// The trainer's forward pass (GEMM kernels) against kiln-core's reference kernels, whole network.
-    fn assert_matches_reference(network: Network, batch: usize) {
-        let model = Model::new(network, InitChoice::Default, 7).unwrap();
-        let input: Vec<f32> = random(batch * 784, 8).into_iter().map(|v| v.abs()).collect();
-        let mut ws = Workspace::new();
-        let fast = model.forward(&mut ws, &input, batch).to_vec();
-
+    /// The logits of `model` on `input` from the trainer's forward pass (GEMM kernels) and from kiln-core's
+    /// reference kernels.
+    fn fast_and_reference(model: &Model, input: &[f32], batch: usize) -> (Vec<f32>, Vec<f32>) {
+        let fast = model.forward(&mut Workspace::new(), input, batch).to_vec();
         let params: Vec<LayerParams> = model
             .steps()
             .iter()
@@ -398,8 +395,16 @@ mod tests {
         let max = batch * kiln_core::network::max_activation_len(&model.network.layers, model.input_shape()).unwrap();
         let (mut a, mut b) = (vec![0.0; max], vec![0.0; max]);
         let slow =
-            reference::forward(&model.network.layers, model.input_shape(), batch, &input, &params, &mut a, &mut b)
+            reference::forward(&model.network.layers, model.input_shape(), batch, input, &params, &mut a, &mut b)
                 .unwrap();
+        (fast, slow.to_vec())
+    }
+
+    /// The trainer's forward pass against kiln-core's reference kernels, whole network.
+    fn assert_matches_reference(network: Network, batch: usize) {
+        let model = Model::new(network, InitChoice::Default, 7).unwrap();
+        let input: Vec<f32> = random(batch * 784, 8).into_iter().map(|v| v.abs()).collect();
+        let (fast, slow) = fast_and_reference(&model, &input, batch);
         let scale = slow.iter().fold(0.0f32, |m, v| m.max(v.abs()));
         for (f, s) in fast.iter().zip(slow) {
             assert!((f - s).abs() <= 1e-4 * scale.max(1.0), "{}: {f} vs {s}", model.network.name);
@@ -428,21 +433,7 @@ mod tests {
         let model = Model::new(network, InitChoice::Default, 5).unwrap();
         let batch = 3;
         let input = random(batch * model.input_shape().len(), 8);
-        let fast = model.forward(&mut Workspace::new(), &input, batch).to_vec();
-        let params: Vec<LayerParams> = model
-            .steps()
-            .iter()
-            .filter_map(|s| s.params)
-            .map(|slot| LayerParams {
-                weights: &model.params[slot.weights()].data,
-                bias: &model.params[slot.bias()].data,
-            })
-            .collect();
-        let max = batch * kiln_core::network::max_activation_len(&model.network.layers, model.input_shape()).unwrap();
-        let (mut a, mut b) = (vec![0.0; max], vec![0.0; max]);
-        let slow =
-            reference::forward(&model.network.layers, model.input_shape(), batch, &input, &params, &mut a, &mut b)
-                .unwrap();
+        let (fast, slow) = fast_and_reference(&model, &input, batch);
         for (f, s) in fast.iter().zip(slow) {
             assert!((f - s).abs() <= 1e-5, "{f} vs {s}");
         }

@@ -278,19 +278,15 @@ impl Conv2d {
         let patch = self.patch();
         // Output row y reads input row y*sh + ky - top, so input row iy is tap ky of output row
         // (iy + top - ky) / sh when that divides exactly and lands inside the output.
-        let origin = |i: usize, k: usize, pad: usize, stride: usize, size: usize| {
-            let t = (i + pad).checked_sub(k)?;
-            (t.is_multiple_of(stride) && t / stride < size).then_some(t / stride)
-        };
         dinput[..self.n * h * w * cin].par_chunks_mut(w * cin).enumerate().for_each(|(row_index, in_row)| {
             let (b, iy) = (row_index / h, row_index % h);
             in_row.fill(0.0);
             for ix in 0..w {
                 let acc = &mut in_row[ix * cin..][..cin];
                 for ky in 0..window.kh {
-                    let Some(y) = origin(iy, ky, window.top, window.sh, oh) else { continue };
+                    let Some(y) = window.output_row(iy, ky, oh) else { continue };
                     for kx in 0..window.kw {
-                        let Some(x) = origin(ix, kx, window.left, window.sw, ow) else { continue };
+                        let Some(x) = window.output_col(ix, kx, ow) else { continue };
                         let src = &dcol[((b * oh + y) * ow + x) * patch + (ky * window.kw + kx) * cin..][..cin];
                         for (a, &g) in acc.iter_mut().zip(src) {
                             *a += g;

@@ -91,19 +91,15 @@ impl Pool {
     pub fn backward(&self, dout: &[f32], argmax: &[u8], dinput: &mut [f32]) {
         let Pool { h, w, c, kind, window, .. } = *self;
         let (oh, ow) = self.out_hw();
-        let origin = |i: usize, k: usize, pad: usize, stride: usize, size: usize| {
-            let t = (i + pad).checked_sub(k)?;
-            (t.is_multiple_of(stride) && t / stride < size).then_some(t / stride)
-        };
         dinput[..self.n * h * w * c].par_chunks_mut(w * c).enumerate().for_each(|(row_index, in_row)| {
             let (b, iy) = (row_index / h, row_index % h);
             in_row.fill(0.0);
             for ix in 0..w {
                 let acc = &mut in_row[ix * c..][..c];
                 for ky in 0..window.kh {
-                    let Some(y) = origin(iy, ky, window.top, window.sh, oh) else { continue };
+                    let Some(y) = window.output_row(iy, ky, oh) else { continue };
                     for kx in 0..window.kw {
-                        let Some(x) = origin(ix, kx, window.left, window.sw, ow) else { continue };
+                        let Some(x) = window.output_col(ix, kx, ow) else { continue };
                         let at = ((b * oh + y) * ow + x) * c;
                         let grads = &dout[at..][..c];
                         if kind == PoolKind::Max {
