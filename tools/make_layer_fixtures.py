@@ -75,21 +75,11 @@ NODE_OPS = ["Conv", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPoo
 NODE_CASE_LIMIT = 200 * 1024
 
 
-def idx(name):
-    with gzip.open(os.path.join(DATA, name), "rb") as f:
-        raw = f.read()
-    if raw[2] == 8 and raw[3] == 3:
-        n, r, c = (int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(3))
-        return np.frombuffer(raw, np.uint8, offset=16).reshape(n, r, c)
-    n = int.from_bytes(raw[4:8], "big")
-    return np.frombuffer(raw, np.uint8, offset=8)[:n]
-
-
 def load():
-    train_x = idx("train-images-idx3-ubyte.gz").astype(np.float32) / 255.0
-    train_y = idx("train-labels-idx1-ubyte.gz")
-    test_x = idx("t10k-images-idx3-ubyte.gz").astype(np.float32) / 255.0
-    test_y = idx("t10k-labels-idx1-ubyte.gz")
+    """The bundled digits as [n, 28, 28, 1] floats in [0, 1] and their labels (make_import_fixtures' reader)."""
+    import make_import_fixtures
+    make_import_fixtures.DATA = DATA
+    train_x, train_y, test_x, test_y = make_import_fixtures.load()
     return train_x[..., None], train_y, test_x[..., None], test_y
 
 

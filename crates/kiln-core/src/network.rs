@@ -435,6 +435,15 @@ impl Layer {
         }
     }
 
+    /// A conv's window (the series' [`Window::SAME_3X3`] for [`Layer::Conv2d`]); `None` for other layers.
+    pub fn conv_window(&self) -> Option<Window> {
+        match *self {
+            Layer::Conv2d { .. } => Some(Window::SAME_3X3),
+            Layer::Conv { window, .. } => Some(window),
+            _ => None,
+        }
+    }
+
     /// The output shape for one image of shape `input`. `index` only labels errors.
     pub fn output_shape(&self, index: usize, input: Shape) -> Result<Shape, NetworkError> {
         let overflow = NetworkError::Overflow { layer: index };

@@ -166,7 +166,7 @@ pub fn export(model: &Model) -> Vec<u8> {
         };
         match *layer {
             Layer::Conv2d { filters: cout } | Layer::Conv { filters: cout, .. } => {
-                let window = if let Layer::Conv { window, .. } = *layer { window } else { Window::SAME_3X3 };
+                let window = layer.conv_window().expect("a conv");
                 let (w, b) = params();
                 let oihw = hwio_to_oihw(&w.data, window.taps(), input_c, cout);
                 let (wn, bn) = (format!("{name}.weight"), format!("{name}.bias"));

@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use kiln_core::network::{Layer, NetworkError, PoolKind, Shape, Window};
+use kiln_core::network::{Layer, NetworkError, PoolKind, Shape};
 use kiln_core::plan::Step;
 
 use crate::config::InitChoice;
@@ -232,7 +232,7 @@ impl Model {
                     Pad { n, h, w, c, top, bottom, left, right }.backward(dout, dinput);
                 }
                 Layer::Conv2d { filters: cout } | Layer::Conv { filters: cout, .. } => {
-                    let window = if let Layer::Conv { window, .. } = step.layer { window } else { Window::SAME_3X3 };
+                    let window = step.layer.conv_window().expect("a conv");
                     let slot = step.params.expect("conv has parameters");
                     let (gw, gb) = grads.split_at_mut(slot.bias());
                     Conv2d { n, h, w, cin: c, cout, window }.backward(
@@ -350,12 +350,9 @@ impl Workspace {
             largest = largest.max(step.output.len());
             self.acts[step.dst].resize(batch * step.output.len(), 0.0);
             let input = step.input;
-            let window = match step.layer {
-                Layer::Conv { window, .. } => window,
-                _ => Window::SAME_3X3,
-            };
             match step.layer {
                 Layer::Conv2d { filters } | Layer::Conv { filters, .. } => {
+                    let window = step.layer.conv_window().expect("a conv");
                     let conv = Conv2d { n: batch, h: input.h, w: input.w, cin: input.c, cout: filters, window };
                     col_len = col_len.max(conv.col_len());
                     partials_len = partials_len.max(conv.partials_len());
