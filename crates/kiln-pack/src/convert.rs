@@ -33,6 +33,11 @@ pub enum ConvertError {
     Pack(#[from] PackError),
     #[error(transparent)]
     Eval(#[from] EvalError),
+    /// Calibration images of another size than the network's input.
+    #[error("the network takes {expected} images; the calibration images are {rows}x{cols}")]
+    CalibrationShape { expected: String, rows: usize, cols: usize },
+    #[error("{layer}: {source}")]
+    Quant { layer: String, source: crate::quant::QuantError },
     /// Static activation scales were asked for a network with a layer the 8-bit path does not run.
     #[error(
         "--activations static runs only the series' layers (3x3 convs, 2x2 max pools, dense, ReLU, pad, flatten); \
@@ -170,6 +175,21 @@ impl<'a> From<&'a Dataset> for Images<'a> {
     }
 }
 
+/// What a file whose low-bit layers were rounded by GPTQ adds to its quantization description.
+pub const GPTQ_SUFFIX: &str = ", GPTQ";
+
+/// Training images GPTQ measures each layer's inputs on by default.
+pub const GPTQ_IMAGES: usize = 256;
+
+/// What [`Conversion::compensate_rounding`] did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Compensation {
+    /// The layers GPTQ quantized (int4/int2 layers whose blocks tile their rows), and on how many images.
+    pub layers: Vec<String>,
+    pub images: usize,
+    pub seconds: f64,
+}
+
 /// What a file with static activations adds to its quantization description.
 pub const STATIC_SUFFIX: &str = ", static activations";
 
@@ -258,6 +278,47 @@ impl<'m> Conversion<'m> {
         8.0 * self.stored_bytes() as f64 / self.weights() as f64
     }
 
+    /// Re-packs the int4 and int2 layers with GPTQ ([`crate::gptq`]): each layer's rounding errors are
+    /// compensated within the layer, weighted by how its inputs correlate on `images` (training images: the
+    /// test set stays unseen). Layers go in order, and each sees the inputs the quantized layers before it
+    /// produce, so it also makes up for their errors. The weights stay in the plan's dtypes and sizes.
+    pub fn compensate_rounding(&mut self, images: &Dataset) -> Result<Compensation, ConvertError> {
+        let started = Instant::now();
+        let input = self.model.input_shape();
+        if (images.rows, images.cols) != (input.h, input.w) || input.c != 1 {
+            return Err(ConvertError::CalibrationShape {
+                expected: format!("{}x{}x{}", input.h, input.w, input.c),
+                rows: images.rows,
+                cols: images.cols,
+            });
+        }
+        let mut quantized = self.model.clone();
+        let mut layers = Vec::new();
+        let parametric = self.model.steps().iter().filter(|s| s.params.is_some());
+        for (step, &quant) in parametric.zip(&self.plan.quants) {
+            let slot = step.params.expect("parametric");
+            let cols = self.model.params[slot.weights()].dims.last().copied().unwrap_or(0);
+            let rows = self.model.params[slot.weights()].data.len() / cols.max(1);
+            if step.layer == kiln_core::network::Layer::ScaleShift || !crate::gptq::applies(quant, cols) {
+                continue;
+            }
+            let hessian = input_hessian(&quantized, images, step);
+            let weights = &mut quantized.params[slot.weights()];
+            crate::gptq::quantize(&mut weights.data, rows, cols, hessian, quant)
+                .map_err(|source| ConvertError::Quant { layer: weights.name.clone(), source })?;
+            layers.push(weights.name.split('/').next().unwrap_or_default().to_string());
+        }
+        if layers.is_empty() {
+            return Ok(Compensation { layers, images: images.len(), seconds: started.elapsed().as_secs_f64() });
+        }
+        self.params = pack_params(&quantized, &self.plan.quants)?;
+        if !self.meta.quantization.contains(GPTQ_SUFFIX) {
+            self.meta.quantization.push_str(GPTQ_SUFFIX);
+        }
+        self.file = writer::write(&self.model.network.layers, &self.params, &self.meta)?;
+        Ok(Compensation { layers, images: images.len(), seconds: started.elapsed().as_secs_f64() })
+    }
+
     /// Switches the file to static activations: calibrates every layer's input scale on `images` (training
     /// images: the test set stays unseen) through the integer path, stores them, and rewrites the file.
     pub fn make_static(&mut self, images: &Dataset, options: &EvalOptions<'_>) -> Result<(), ConvertError> {
@@ -301,6 +362,48 @@ impl<'m> Conversion<'m> {
             seconds: started.elapsed().as_secs_f64(),
         })
     }
+}
+
+/// `Σ xᵀx` over the rows a conv or dense `step` of `model` multiplies by its weights when `model` runs
+/// `images`: im2col patches (taps in the weights' `(ky, kx, ci)` order) for a conv, the input vector for a
+/// dense layer. `[rows, rows]` for `rows` = the weights' input dimension.
+fn input_hessian(model: &Model, images: &Dataset, step: &kiln_core::plan::Step) -> Vec<f64> {
+    use kiln_train::gemm::{MatRef, matmul};
+    use kiln_train::layers::conv2d::Conv2d;
+    const BATCH: usize = 32;
+    let shape = step.input;
+    let window = step.layer.conv_window();
+    let rows = window.map_or(shape.len(), |w| w.taps() * shape.c);
+    let mut hessian = vec![0.0f32; rows * rows];
+    let mut col = Vec::new();
+    let mut ws = kiln_train::model::Workspace::new();
+    let image_len = model.input_shape().len();
+    let mut input = vec![0.0; BATCH * image_len];
+    let mut labels = [0u8; BATCH];
+    let indices: Vec<usize> = (0..images.len()).collect();
+    for chunk in indices.chunks(BATCH) {
+        let n = chunk.len();
+        let x = &mut input[..n * image_len];
+        kiln_train::batch::fill(images, model.network.normalization, chunk, 0, None, x, &mut labels[..n]);
+        model.forward_probed(&mut ws, x, n, &mut |probed, x, _| {
+            if probed.index != step.index {
+                return;
+            }
+            let patches: &[f32] = match window {
+                Some(window) => {
+                    let conv = Conv2d { n, h: shape.h, w: shape.w, cin: shape.c, cout: 1, window };
+                    col.resize(conv.rows() * rows, 0.0);
+                    conv.im2col(x, &mut col);
+                    &col
+                }
+                None => x,
+            };
+            let samples = patches.len() / rows;
+            let p = MatRef::row_major(patches, samples, rows);
+            matmul(&mut hessian, p.t(), p, true);
+        });
+    }
+    hessian.into_iter().map(f64::from).collect()
 }
 
 #[cfg(test)]

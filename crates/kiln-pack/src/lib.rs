@@ -16,12 +16,16 @@
 //! - `convert` (feature `convert`): a kiln-train checkpoint or model to a packed file, its metadata (input
 //!   normalisation from the network description), and the accuracy cost measured against f32.
 //!
+//! - `gptq` (feature `convert`): error-compensating rounding of int4/int2 layers on calibration images.
+//!
 //! Every quantizer rounds to nearest and picks each scale to minimise the squared error of the values it
 //! covers (a search over candidate scales that includes the max-abs one), not just max|w| / qmax.
 
 #[cfg(feature = "convert")]
 pub mod convert;
 pub mod eval;
+#[cfg(feature = "convert")]
+pub mod gptq;
 pub mod quant;
 pub mod quant_plan;
 pub mod writer;

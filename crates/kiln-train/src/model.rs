@@ -36,6 +36,9 @@ pub struct Model {
     activations: usize,
 }
 
+/// What [`Model::forward_probed`] shows each step: the step, its input and its output.
+pub type Probe<'p> = dyn FnMut(&Step, &[f32], &[f32]) + 'p;
+
 /// Buffers for one batch size: the activations kept for the backward pass and two gradient buffers.
 #[derive(Debug, Default)]
 pub struct Workspace {
@@ -128,16 +131,37 @@ impl Model {
     /// `[batch, classes]`. Keeps what the backward pass needs in `ws`.
     pub fn forward<'w>(&self, ws: &'w mut Workspace, input: &[f32], batch: usize) -> &'w [f32] {
         ws.dropout_seed = None;
-        self.forward_inner(ws, input, batch)
+        self.forward_inner(ws, input, batch, None)
+    }
+
+    /// [`Model::forward`] that shows `probe` each step's input and output (`[batch, step.input]` and `[batch,
+    /// step.output]`) as soon as the step has written it, before any in-place activation that follows
+    /// rewrites it: conv and dense outputs are seen before their ReLU, and every step's input after the
+    /// activations before it. In-place steps are not shown (their output is the next probe's input).
+    pub fn forward_probed<'w>(
+        &self,
+        ws: &'w mut Workspace,
+        input: &[f32],
+        batch: usize,
+        probe: &mut Probe<'_>,
+    ) -> &'w [f32] {
+        ws.dropout_seed = None;
+        self.forward_inner(ws, input, batch, Some(probe))
     }
 
     /// [`Model::forward`] for a training step: dropout layers drop values, with masks drawn from `seed`.
     pub fn forward_train<'w>(&self, ws: &'w mut Workspace, input: &[f32], batch: usize, seed: u64) -> &'w [f32] {
         ws.dropout_seed = Some(seed);
-        self.forward_inner(ws, input, batch)
+        self.forward_inner(ws, input, batch, None)
     }
 
-    fn forward_inner<'w>(&self, ws: &'w mut Workspace, input: &[f32], batch: usize) -> &'w [f32] {
+    fn forward_inner<'w>(
+        &self,
+        ws: &'w mut Workspace,
+        input: &[f32],
+        batch: usize,
+        mut probe: Option<&mut Probe<'_>>,
+    ) -> &'w [f32] {
         ws.prepare(self, batch);
         ws.acts[0][..input.len()].copy_from_slice(input);
         let n = batch;
@@ -195,6 +219,9 @@ impl Model {
                     Layer::Relu | Layer::Flatten | Layer::Activation(_) | Layer::Dropout { .. } => {
                         unreachable!("element-wise layers and flatten run in place")
                     }
+                }
+                if let Some(probe) = probe.as_mut() {
+                    probe(step, &x[..n * step.input.len()], &y[..n * step.output.len()]);
                 }
             }
             if let (Some(t), Some(started)) = (ws.timings.as_mut(), started) {
@@ -434,6 +461,37 @@ mod tests {
         for (f, s) in fast.iter().zip(slow) {
             assert!((f - s).abs() <= 1e-5, "{f} vs {s}");
         }
+    }
+
+    #[test]
+    fn the_probe_sees_each_layer_before_its_activation() {
+        let model = Model::new(presets::convnet4(), InitChoice::Default, 7).unwrap();
+        let batch = 2;
+        let input: Vec<f32> = random(batch * 784, 8).into_iter().map(|v| v.abs()).collect();
+        let plain = model.forward(&mut Workspace::new(), &input, batch).to_vec();
+        let mut seen = Vec::new();
+        let mut last_output = Vec::new();
+        let probed = model
+            .forward_probed(&mut Workspace::new(), &input, batch, &mut |step, x, y| {
+                assert_eq!((x.len(), y.len()), (batch * step.input.len(), batch * step.output.len()));
+                // A step's input is what the step before it left, activations included.
+                if !last_output.is_empty() && !matches!(step.layer, Layer::Relu) {
+                    let relu_before = matches!(model.network.layers[step.index - 1], Layer::Relu);
+                    let expected: Vec<f32> =
+                        last_output.iter().map(|&v: &f32| if relu_before { v.max(0.0) } else { v }).collect();
+                    assert_eq!(x, &expected[..], "layer {}", step.index);
+                }
+                seen.push((step.index, y.iter().any(|&v| v < 0.0)));
+                last_output = y.to_vec();
+            })
+            .to_vec();
+        assert_eq!(plain, probed, "probing changes nothing");
+        let shown: Vec<usize> = seen.iter().map(|s| s.0).collect();
+        let not_in_place: Vec<usize> = model.steps().iter().filter(|s| !s.in_place).map(|s| s.index).collect();
+        assert_eq!(shown, not_in_place);
+        // Conv outputs are seen before their ReLU: some are negative.
+        let convs = model.steps().iter().filter(|s| matches!(s.layer, Layer::Conv2d { .. }));
+        assert!(convs.clone().count() > 0 && convs.into_iter().all(|c| seen.iter().any(|s| s.0 == c.index && s.1)));
     }
 
     #[test]

@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use kiln_pack::convert::{self, Conversion, Measurement, Source};
+use kiln_pack::convert::{self, Conversion, ConvertError, Measurement, Source};
 use kiln_pack::eval::EvalOptions;
+use kiln_pack::writer::Quant;
 use kiln_pack::{QuantPlan, QuantPlanError};
 use kiln_train::data::Dataset;
 
@@ -48,11 +49,46 @@ pub struct ConvertArgs {
     /// a smaller arena, no per-image range pass). Needs integer weights (int8, int4, int2, mixed).
     #[arg(long, default_value = "dynamic", value_parser = ["dynamic", "static"])]
     pub activations: String,
+    /// Round int4 and int2 layers with GPTQ: each layer's rounding errors are compensated by its other
+    /// weights, measured on 256 training images (the test set stays unseen). On by default when a layer is
+    /// int4 or int2 and the training images are found.
+    #[arg(long, overrides_with = "no_gptq")]
+    pub gptq: bool,
+    /// Round every weight to its nearest level instead.
+    #[arg(long, overrides_with = "gptq")]
+    pub no_gptq: bool,
     /// Training images `--activations static` calibrates on.
     #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..))]
     pub calibration_images: u32,
     #[command(flatten)]
     pub data: DataArgs,
+}
+
+/// Whether any layer of the plan is int4 or int2 (what GPTQ rounds).
+pub fn is_low_bit(conversion: &Conversion<'_>) -> bool {
+    conversion.plan().quants.iter().any(|q| matches!(q, Quant::Int4 { .. } | Quant::Int2 { .. }))
+}
+
+/// Runs GPTQ on the first [`convert::GPTQ_IMAGES`] of `train` and says what it did. Images of another shape
+/// than the network's input are an error when GPTQ was asked for (`required`), else a note.
+pub fn compensate_rounding(conversion: &mut Conversion<'_>, train: &Dataset, required: bool) -> Result<()> {
+    let images = first_images(train, convert::GPTQ_IMAGES);
+    match conversion.compensate_rounding(&images) {
+        Ok(done) if done.layers.is_empty() => {
+            eprintln!("GPTQ: no int4/int2 layer whose blocks tile its rows; every weight rounded to its nearest level")
+        }
+        Ok(done) => eprintln!(
+            "GPTQ rounded {} on {} training images in {:.1} s",
+            done.layers.join(", "),
+            done.images,
+            done.seconds
+        ),
+        Err(e @ ConvertError::CalibrationShape { .. }) if !required => {
+            eprintln!("note: {e}, so every weight is rounded to its nearest level")
+        }
+        Err(e) => return Err(anyhow::Error::new(e).context("GPTQ")),
+    }
+    Ok(())
 }
 
 /// The first `count` images of `data` (all of them if it has fewer).
@@ -266,6 +302,26 @@ pub fn cmd_convert(args: ConvertArgs) -> Result<()> {
             Err(e) => return Err(e),
         }
     };
+    if args.gptq || (is_low_bit(&conversion) && !args.no_gptq) {
+        let loaded;
+        let train = match &data {
+            Some(data) => Some(&data.train),
+            None => match load_data(&args.data) {
+                Ok(d) => {
+                    loaded = d;
+                    Some(&loaded.train)
+                }
+                Err(e) if !args.gptq => {
+                    eprintln!("note: no training images, so every weight is rounded to its nearest level ({e:#})");
+                    None
+                }
+                Err(e) => return Err(e.context("--gptq measures each layer's inputs on training images")),
+            },
+        };
+        if let Some(train) = train {
+            compensate_rounding(&mut conversion, train, args.gptq)?;
+        }
+    }
     if args.activations == "static" {
         let loaded;
         let train = match &data {

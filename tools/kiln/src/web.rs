@@ -15,7 +15,7 @@ use kiln_pack::convert::{Conversion, write_model_file};
 use kiln_pack::eval::mistakes;
 use serde::Serialize;
 
-use crate::convert::{measure, open_source, plan_error, print_report};
+use crate::convert::{compensate_rounding, is_low_bit, measure, open_source, plan_error, print_report};
 use crate::data::{DataArgs, load_data, threads};
 
 #[derive(Args, Debug)]
@@ -135,6 +135,9 @@ pub fn cmd_web_assets(args: WebAssetsArgs) -> Result<()> {
         let mut conversion = Conversion::new(&source.model, plan, &source.provenance())?;
         if data.is_none() {
             data = Some(load_data(&args.data)?);
+        }
+        if is_low_bit(&conversion) {
+            compensate_rounding(&mut conversion, &data.as_ref().expect("loaded above").train, false)?;
         }
         let test = &data.as_ref().expect("loaded above").test;
         let measured = measure(&mut conversion, test, threads)?;

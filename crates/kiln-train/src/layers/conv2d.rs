@@ -248,7 +248,7 @@ impl Conv2d {
     }
 
     /// `input [n,h,w,cin]` → `col [n*oh*ow, taps*cin]`; taps in the padding are zero.
-    fn im2col(&self, input: &[f32], col: &mut [f32]) {
+    pub fn im2col(&self, input: &[f32], col: &mut [f32]) {
         let Conv2d { h, w, cin, window, .. } = *self;
         let (oh, ow) = self.out_hw();
         let patch = self.patch();
