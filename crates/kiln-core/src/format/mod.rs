@@ -8,6 +8,7 @@ mod error;
 mod tensor;
 
 pub use error::FormatError;
+pub(crate) use tensor::multiplier_max;
 pub use tensor::{DType, TensorView, Values, round_to_i32};
 
 use crate::network::{Activation, Layer, PoolKind, Scalar, Shape, Window};

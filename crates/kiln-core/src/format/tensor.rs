@@ -142,6 +142,36 @@ fn scale_at(bytes: &[u8], index: usize) -> f32 {
     f32::from_bits((bits & 0x7fff) << 13) * f32::from_bits(0x7780_0000)
 }
 
+/// int4/int2 values whose blocks tile the rows ([`Values::tiled_blocks`]).
+#[derive(Clone, Copy)]
+pub(crate) struct TiledBlocks<'a> {
+    pub dtype: DType,
+    pub data: &'a [u8],
+    /// One little-endian f16 per block.
+    pub scales: &'a [u8],
+    pub block: usize,
+}
+
+/// The largest multiplier [`block_multiplier`] gives: `k × m + 128` stays inside an i16 for every `k` of the
+/// dtype (−8..=7 for int4, ±1 and ±3 for int2), so vector builds can compute levels in 16-bit lanes. Writer
+/// files never come near it (their ratios are at most 127/8 and 127/3, so `m` ≤ 4,064 and 10,837).
+pub(crate) const fn multiplier_max(dtype: DType) -> i32 {
+    match dtype {
+        DType::Int2 => 10_879,
+        _ => 4_112,
+    }
+}
+
+/// Requantizing a block: the int8 level of the block's small integer `k` (the int4 level, or 2q + 1 for
+/// int2) is `clamp((k × m + 128) >> 8, ±127)` with `m` the ratio of block scale to channel scale in 1/256ths
+/// (an error of at most 8/512 of a step). Every kernel build uses exactly this integer, so they agree bit
+/// for bit.
+#[inline(always)]
+pub(crate) fn block_multiplier(dtype: DType, block_scale: f32, inverse_channel_scale: f32) -> i32 {
+    let ratio = block_scale * inverse_channel_scale * if dtype == DType::Int2 { 0.5 } else { 1.0 };
+    ((ratio * 256.0 + 0.5) as i32).clamp(0, multiplier_max(dtype))
+}
+
 #[inline(always)]
 fn f16_at(bytes: &[u8], index: usize) -> f32 {
     half::f16::from_bits(u16::from_le_bytes([bytes[2 * index], bytes[2 * index + 1]])).to_f32()
@@ -220,10 +250,22 @@ impl<'a> Values<'a> {
         out[..channels].fill(0.0);
         if channels.is_multiple_of(block) {
             // Block `b` covers channels `(b % per_row) * block ..` of one row: the max per block column.
+            // Non-negative halves order as their bits do, so the max is taken on the bits, a row of
+            // blocks at a time (a loop the compiler vectorizes), and widened once per column.
             let per_row = channels / block;
-            for b in 0..blocks {
-                let column = &mut out[b % per_row];
-                *column = column.max(scale_at(self.scales, b) * peak);
+            let mut peaks = [0u16; 256];
+            for c0 in (0..per_row).step_by(peaks.len()) {
+                let columns = peaks.len().min(per_row - c0);
+                let peaks = &mut peaks[..columns];
+                peaks.fill(0);
+                for row in self.scales.chunks_exact(2 * per_row) {
+                    for (p, bits) in peaks.iter_mut().zip(row[2 * c0..2 * (c0 + columns)].chunks_exact(2)) {
+                        *p = (*p).max(u16::from_le_bytes([bits[0], bits[1]]) & 0x7fff);
+                    }
+                }
+                for (j, &p) in peaks.iter().enumerate() {
+                    out[c0 + j] = scale_at(&p.to_le_bytes(), 0) * peak;
+                }
             }
             for c in (0..channels).rev() {
                 out[c] = out[c / block];
@@ -276,8 +318,7 @@ impl<'a> Values<'a> {
                 // int4 level, or 2q + 1 for int2) and one ratio per block, so it is computed in integers,
                 // `(k × m + 128) >> 8` with `m` = ratio in 1/256ths (an error of at most 8/512 of a step),
                 // which vectorizes to a few instructions per 32 weights.
-                let ratio = scale_at(self.scales, i / block) * inv[0] * if per_byte == 4 { 0.5 } else { 1.0 };
-                let m = (ratio * 256.0 + 0.5) as i32;
+                let m = block_multiplier(self.dtype, scale_at(self.scales, i / block), inv[0]);
                 let level = |k: i32| ((k * m + 128) >> 8).clamp(-127, 127) as i8;
                 let bytes = &self.data[i / per_byte..(i + run) / per_byte];
                 if per_byte == 2 {
@@ -333,6 +374,25 @@ impl<'a> Values<'a> {
             }
             done += run;
         }
+    }
+
+    /// The stored bytes that hold values `start..start + len` of an int8, int4 or int2 tensor (`None` for
+    /// other dtypes or a range past the end), for prefetching.
+    pub(crate) fn level_bytes(&self, start: usize, len: usize) -> Option<&'a [u8]> {
+        let per_byte = match self.dtype {
+            DType::Int8 => 1,
+            DType::Int4 => 2,
+            DType::Int2 => 4,
+            _ => return None,
+        };
+        self.data.get(start / per_byte..(start + len).div_ceil(per_byte))
+    }
+
+    /// The parts of int4/int2 values whose blocks tile the rows (each block inside one row, and its
+    /// channels sharing one requantized scale), for kernels that requantize in registers; `None` otherwise.
+    pub(crate) fn tiled_blocks(&self) -> Option<TiledBlocks<'a>> {
+        let tiled = self.dtype.is_blocked() && self.block > 0 && self.channels.is_multiple_of(self.block);
+        tiled.then_some(TiledBlocks { dtype: self.dtype, data: self.data, scales: self.scales, block: self.block })
     }
 
     /// Writes values `start .. start + out.len()` (flat, row-major) into `out`.

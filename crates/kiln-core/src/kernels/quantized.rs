@@ -518,7 +518,13 @@ enum Levels<'a> {
     Requantized { values: &'a Values<'a>, scales: &'a [f32], inverse: &'a [f32] },
 }
 
-impl Levels<'_> {
+impl<'a> Levels<'a> {
+    fn values(&self) -> &'a Values<'a> {
+        match *self {
+            Levels::Int8 { values, .. } | Levels::Requantized { values, .. } => values,
+        }
+    }
+
     fn scale(&self, c: usize) -> f32 {
         match self {
             Levels::Int8 { values, .. } => values.int8_scale(c),
@@ -624,6 +630,17 @@ trait IntMicro {
         acc: &mut [i32],
         offsets: [usize; PIX],
     );
+
+    /// A hint that levels `start..start + len` are read soon (builds without a prefetch ignore it).
+    #[inline(always)]
+    unsafe fn prefetch(_values: &Values<'_>, _start: usize, _len: usize) {}
+
+    /// [`Values::requantize`] (int4/int2 levels as int8 on per-channel scales), in this build's registers
+    /// where it has a faster way to the same integers.
+    #[inline(always)]
+    unsafe fn requantize(values: &Values<'_>, start: usize, inverse: &[f32], out: &mut [i8]) {
+        values.requantize(start, inverse, out)
+    }
 
     /// `acc[..cols] += Σ_t x[t] · rows[t][..cols]`: four rows of a matrix–vector product at once. `cols`
     /// is a multiple of `COLS`, and `acc` holds whole blocks in this build's order.
@@ -788,6 +805,150 @@ mod x86 {
         }
     }
 
+    /// A mask of the first `n` of 64 bytes.
+    #[inline(always)]
+    fn first_bytes(n: usize) -> __mmask64 {
+        if n >= 64 { u64::MAX } else { (1u64 << n) - 1 }
+    }
+
+    /// [`Values::requantize`] in AVX-512 registers, for int4/int2 whose blocks tile the rows: each 128-bit
+    /// lane of packed levels (32 int4 or 64 int2 weights) lies inside one block, so its int8 levels are a
+    /// 16-entry `vpshufb` table, `clamp((k × m + 128) >> 8, ±127)` for the lane's block multiplier `m`
+    /// (`block_multiplier` in the format module, for 16 lanes at once), computed in 16-bit lanes
+    /// (`m` is bounded so that they never overflow). The same integers as the scalar code, which takes
+    /// every other case and the ragged end.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512F, BW and VL.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    pub(super) unsafe fn requantize_avx512(values: &Values<'_>, start: usize, inverse: &[f32], out: &mut [i8]) {
+        let Some(t) = values.tiled_blocks() else { return values.requantize(start, inverse, out) };
+        let (per_byte, per_lane) = if t.dtype == DType::Int4 { (2, 32) } else { (4, 64) };
+        if t.block < per_lane || !start.is_multiple_of(per_lane) {
+            return values.requantize(start, inverse, out);
+        }
+        // The scalar code computes a block's run in integers only when it is whole bytes: a last run that
+        // is not goes back to it whole, so that it gets the same levels.
+        let end = start + out.len();
+        let last_run = end - (end / t.block * t.block).max(start);
+        let n = if last_run.is_multiple_of(per_byte) { out.len() } else { out.len() - last_run };
+        assert!(inverse.len() >= out.len() && (start + n) / per_byte <= t.data.len());
+        assert!((start + n).div_ceil(t.block) * 2 <= t.scales.len());
+        let lanes_per_block = (t.block / per_lane).trailing_zeros() as i32;
+        let half = if t.dtype == DType::Int2 { 0.5 } else { 1.0 };
+        let max = crate::format::multiplier_max(t.dtype);
+        // SAFETY: every load and store below is masked to, or asserted inside, the slices above.
+        unsafe {
+            // The small integer `k` each table entry stands for: a nibble's two's complement, or 2q + 1 for
+            // an int2 code (entries past 3 are never looked up).
+            let k: [i16; 16] = if t.dtype == DType::Int4 {
+                core::array::from_fn(|e| ((e as i16) ^ 8) - 8)
+            } else {
+                core::array::from_fn(|e| [1, 3, -3, -1].get(e).copied().unwrap_or(0))
+            };
+            let k = _mm512_broadcast_i64x4(_mm256_loadu_si256(k.as_ptr().cast()));
+            let iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+            let mut done = 0;
+            while done < n {
+                let group = (16 * per_lane).min(n - done);
+                let lanes = group.div_ceil(per_lane);
+                let first = start + done;
+                let first_block = first / t.block;
+                // Lane `L`'s block, from the group's first: ((first mod block) / per_lane + L) >> log2(lanes per block).
+                let offset = _mm512_set1_epi32(((first % t.block) / per_lane) as i32);
+                let rel = _mm512_srlv_epi32(_mm512_add_epi32(offset, iota), _mm512_set1_epi32(lanes_per_block));
+                let blocks = ((first % t.block + (lanes - 1) * per_lane) / t.block) + 1;
+                let bits = _mm256_maskz_loadu_epi16(
+                    ((1u32 << blocks) - 1) as __mmask16,
+                    t.scales.as_ptr().add(2 * first_block).cast(),
+                );
+                let bits = _mm256_and_si256(
+                    _mm256_permutexvar_epi16(_mm512_cvtepi32_epi16(rel), bits),
+                    _mm256_set1_epi16(0x7fff),
+                );
+                let scale = _mm512_cvtph_ps(bits);
+                let inverse = _mm512_mask_i32gather_ps::<4>(
+                    _mm512_setzero_ps(),
+                    ((1u32 << lanes) - 1) as __mmask16,
+                    _mm512_mullo_epi32(iota, _mm512_set1_epi32(per_lane as i32)),
+                    inverse.as_ptr().add(done),
+                );
+                // As `block_multiplier`: the same roundings, in the same order (no fused multiply-add).
+                let ratio = _mm512_mul_ps(_mm512_mul_ps(scale, inverse), _mm512_set1_ps(half));
+                let m = _mm512_cvttps_epi32(_mm512_add_ps(
+                    _mm512_mul_ps(ratio, _mm512_set1_ps(256.0)),
+                    _mm512_set1_ps(0.5),
+                ));
+                let m = _mm512_min_epi32(_mm512_max_epi32(m, _mm512_setzero_si512()), _mm512_set1_epi32(max));
+                let m = _mm512_zextsi256_si512(_mm512_cvtepi32_epi16(m));
+                for q in 0..lanes.div_ceil(4) {
+                    let at = done + q * 4 * per_lane;
+                    let left = (n - at).min(4 * per_lane);
+                    // Tables for lanes 4q..4q + 4: 16 words per lane, two lanes per register.
+                    let table = |a: i16| {
+                        let lane = _mm512_mask_blend_epi16(
+                            0xFFFF_0000,
+                            _mm512_set1_epi16(4 * q as i16 + a),
+                            _mm512_set1_epi16(4 * q as i16 + a + 1),
+                        );
+                        let words = _mm512_mullo_epi16(k, _mm512_permutexvar_epi16(lane, m));
+                        _mm512_cvtsepi16_epi8(_mm512_srai_epi16::<8>(_mm512_add_epi16(words, _mm512_set1_epi16(128))))
+                    };
+                    let table = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(table(0)), table(2));
+                    let table = _mm512_max_epi8(table, _mm512_set1_epi8(-127));
+                    let v = _mm512_maskz_loadu_epi8(
+                        first_bytes(left / per_byte),
+                        t.data.as_ptr().add((start + at) / per_byte).cast(),
+                    );
+                    let code = |shift: u32, mask: i8| {
+                        let field = _mm512_and_si512(
+                            _mm512_srl_epi16(v, _mm_cvtsi32_si128(shift as i32)),
+                            _mm512_set1_epi8(mask),
+                        );
+                        _mm512_shuffle_epi8(table, field)
+                    };
+                    let o = out.as_mut_ptr().add(at);
+                    let store = |j: usize, r: __m512i| {
+                        if 64 * j < left {
+                            _mm512_mask_storeu_epi8(o.add(64 * j), first_bytes(left - 64 * j), r);
+                        }
+                    };
+                    if per_byte == 2 {
+                        // Element 2j is byte j's low nibble: interleave, then put each lane's two halves together.
+                        let (lo, hi) = (code(0, 0x0f), code(4, 0x0f));
+                        let (a, b) = (_mm512_unpacklo_epi8(lo, hi), _mm512_unpackhi_epi8(lo, hi));
+                        store(0, _mm512_permutex2var_epi64(a, _mm512_setr_epi64(0, 1, 8, 9, 2, 3, 10, 11), b));
+                        store(1, _mm512_permutex2var_epi64(a, _mm512_setr_epi64(4, 5, 12, 13, 6, 7, 14, 15), b));
+                    } else {
+                        // Element 4j + i is byte j's bits 2i..2i + 2: interleave four streams, then a 4×4
+                        // transpose of 128-bit lanes.
+                        let s: [__m512i; 4] = core::array::from_fn(|i| code(2 * i as u32, 0x03));
+                        let (a, c) = (_mm512_unpacklo_epi8(s[0], s[1]), _mm512_unpackhi_epi8(s[0], s[1]));
+                        let (b, d) = (_mm512_unpacklo_epi8(s[2], s[3]), _mm512_unpackhi_epi8(s[2], s[3]));
+                        let r = [
+                            _mm512_unpacklo_epi16(a, b),
+                            _mm512_unpackhi_epi16(a, b),
+                            _mm512_unpacklo_epi16(c, d),
+                            _mm512_unpackhi_epi16(c, d),
+                        ];
+                        let t0 = _mm512_shuffle_i32x4::<0x44>(r[0], r[1]);
+                        let t1 = _mm512_shuffle_i32x4::<0xEE>(r[0], r[1]);
+                        let t2 = _mm512_shuffle_i32x4::<0x44>(r[2], r[3]);
+                        let t3 = _mm512_shuffle_i32x4::<0xEE>(r[2], r[3]);
+                        store(0, _mm512_shuffle_i32x4::<0x88>(t0, t2));
+                        store(1, _mm512_shuffle_i32x4::<0xDD>(t0, t2));
+                        store(2, _mm512_shuffle_i32x4::<0x88>(t1, t3));
+                        store(3, _mm512_shuffle_i32x4::<0xDD>(t1, t3));
+                    }
+                }
+                done += group;
+            }
+        }
+        if n < out.len() {
+            values.requantize(start + n, &inverse[n..], &mut out[n..]);
+        }
+    }
+
     /// Four inputs `x[j..j + 4]` as one 32-bit lane (past `left`, zeros), broadcast.
     #[inline(always)]
     unsafe fn broadcast4(x: *const u8, left: usize) -> __m512i {
@@ -909,6 +1070,22 @@ mod x86 {
             }
             // SAFETY: bounds checked above; the caller has the features (the trait's contract).
             unsafe { inner(w.as_ptr(), stride, rows, packed.as_mut_ptr()) }
+        }
+
+        #[inline(always)]
+        unsafe fn requantize(values: &Values<'_>, start: usize, inverse: &[f32], out: &mut [i8]) {
+            // SAFETY: the caller has the features (the trait's contract).
+            unsafe { requantize_avx512(values, start, inverse, out) }
+        }
+
+        #[inline(always)]
+        unsafe fn prefetch(values: &Values<'_>, start: usize, len: usize) {
+            if let Some(bytes) = values.level_bytes(start, len) {
+                for line in bytes.chunks(64) {
+                    // SAFETY: a prefetch of an address inside a live slice; SSE is baseline on x86-64.
+                    unsafe { _mm_prefetch::<_MM_HINT_T0>(line.as_ptr().cast()) };
+                }
+            }
         }
 
         #[inline(always)]
@@ -1076,11 +1253,20 @@ unsafe fn gemm<K: Sink, M: IntMicro, const PIX: usize>(
                     let kn = panel_rows.min(cin - k0);
                     let first = (tap * cin + k0) * cout + w0;
                     let block_len = packed_len(kn);
+                    // The next panel's rows (the next rows of the flat `[taps·cin][cout]` order) are fetched
+                    // while this one is swept: rows `cout` apart are too far apart for the hardware
+                    // prefetcher, and one row's `width` levels are only a line or two.
+                    let next = (tap * cin + k0 + kn) * cout + w0;
+                    for j in 0..panel_rows.min((taps * cin).saturating_sub(tap * cin + k0 + kn)) {
+                        // SAFETY: this function's caller vouches for M's CPU features.
+                        unsafe { M::prefetch(levels.values(), next + j * cout, width) };
+                    }
                     let (w, stride): (&[i8], usize) = match levels {
                         Levels::Int8 { levels, .. } => (&levels[first..first + (kn - 1) * cout + width], cout),
                         Levels::Requantized { values, inverse, .. } => {
                             for (j, row) in staged[..kn * width].chunks_exact_mut(width).enumerate() {
-                                values.requantize(first + j * cout, &inverse[w0..w0 + width], row);
+                                // SAFETY: this function's caller vouches for M's CPU features.
+                                unsafe { M::requantize(values, first + j * cout, &inverse[w0..w0 + width], row) };
                             }
                             (&staged[..kn * width], width)
                         }
@@ -1352,14 +1538,19 @@ struct GemvRows<'a> {
 
 impl GemvRows<'_> {
     /// Row `k`'s levels for these channels, copied (or requantized) into slot `t` of `staged`.
+    ///
+    /// # Safety
+    /// The CPU must have the features micro-kernel `M` is built for.
     #[inline(always)]
-    fn row(&self, k: usize, t: usize, staged: &mut [i8; PANEL_BYTES]) {
+    unsafe fn row<M: IntMicro>(&self, k: usize, t: usize, staged: &mut [i8; PANEL_BYTES]) {
         let (first, width) = (k * self.cout + self.w0, self.width);
+        let row = &mut staged[t * width..][..width];
         match self.levels {
-            Levels::Int8 { levels, .. } => staged[t * width..][..width].copy_from_slice(&levels[first..first + width]),
-            Levels::Requantized { values, inverse, .. } => {
-                values.requantize(first, &inverse[self.w0..self.w0 + width], &mut staged[t * width..][..width])
-            }
+            Levels::Int8 { levels, .. } => row.copy_from_slice(&levels[first..first + width]),
+            // SAFETY: passed on from this function's caller.
+            Levels::Requantized { values, inverse, .. } => unsafe {
+                M::requantize(values, first, &inverse[self.w0..self.w0 + width], row)
+            },
         }
     }
 
@@ -1382,7 +1573,8 @@ impl GemvRows<'_> {
             Levels::Int8 { levels, .. } => ks.map(|k| &levels[k * cout + w0..][..width]),
             Levels::Requantized { .. } => {
                 for (t, &k) in ks.iter().enumerate().take(used) {
-                    self.row(k, t, staged);
+                    // SAFETY: passed on from this function's caller.
+                    unsafe { self.row::<M>(k, t, staged) };
                 }
                 let staged = &*staged;
                 core::array::from_fn(|t| &staged[t.min(used - 1) * width..][..width])
@@ -1468,7 +1660,8 @@ unsafe fn gemv<K: Sink, M: IntMicro>(g: &IntGemm<'_>, levels: Levels<'_>, bias: 
                 let sums = &mut column_sums[..width];
                 sums.fill(0);
                 for k in 0..cin {
-                    rows.row(k, 0, &mut staged);
+                    // SAFETY: this function's caller vouches for M's CPU features.
+                    unsafe { rows.row::<M>(k, 0, &mut staged) };
                     for (s, &w) in sums.iter_mut().zip(&staged[..width]) {
                         *s += w as i32;
                     }
@@ -1677,6 +1870,59 @@ mod tests {
                 }
             }
         }
+    }
+
+    // The AVX-512 requantizer against the scalar one: int4 and int2, every block size it takes and some
+    // it hands back, runs that start mid-row and end ragged, zero scales, and channel scales small enough
+    // to push the block multiplier to its bound.
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn the_vector_requantizer_gives_the_scalar_levels() {
+        if !Isa::Avx512Vnni.is_available() {
+            std::eprintln!("the_vector_requantizer_gives_the_scalar_levels: skipped, no AVX-512 on this CPU");
+            return;
+        }
+        let mut checked = 0;
+        for (dtype, per_byte) in [(DType::Int4, 2), (DType::Int2, 4)] {
+            for block in [16usize, 32, 64, 128, 256] {
+                for per_row in [1usize, 3, 10] {
+                    let (rows, channels) = (5, per_row * block);
+                    let count = rows * channels;
+                    let data: Vec<u8> = (0..count / per_byte).map(|i| ((i * 97 + 13) % 251) as u8).collect();
+                    let scales: Vec<u8> = (0..count / block)
+                        .flat_map(|b| {
+                            let v = if b % 11 == 4 { 0.0 } else { 0.001 + (b * 7 % 13) as f32 * 0.0005 };
+                            half::f16::from_f32(v).to_bits().to_le_bytes()
+                        })
+                        .collect();
+                    let values = Values::blocked_raw(dtype, &data, &scales, channels, block);
+                    let mut channel_scales = vec![0.0; channels];
+                    values.requantized_scales(&mut channel_scales);
+                    for squeeze in [1.0f32, 0.2] {
+                        let inverse: Vec<f32> =
+                            channel_scales.iter().map(|&s| if s > 0.0 { squeeze.recip() / s } else { 0.0 }).collect();
+                        for row in [0, 3] {
+                            for (from, len) in [(0, channels), (32, 33), (64, 200), (block, 127), (0, 1), (64, 64)] {
+                                if from + len > channels {
+                                    continue;
+                                }
+                                let start = row * channels + from;
+                                let (mut want, mut got) = (vec![0i8; len], vec![1i8; len]);
+                                values.requantize(start, &inverse[from..from + len], &mut want);
+                                // SAFETY: AVX-512 VNNI (with F, BW and VL) detected above.
+                                unsafe { x86::requantize_avx512(&values, start, &inverse[from..from + len], &mut got) };
+                                assert_eq!(
+                                    got, want,
+                                    "{dtype:?} block {block}, {channels} channels, from {start} len {len}"
+                                );
+                                checked += 1;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert!(checked > 200, "only {checked} runs compared");
     }
 
     #[test]
