@@ -243,6 +243,7 @@ impl<'a> Values<'a> {
     /// For int4/int2 weights, the integer path's per-channel int8 scale of each output channel: the
     /// largest value any block of that channel can hold, over 127. `out` has one entry per channel. Reads
     /// only the block scales (one pass when blocks tile the rows, as the writer's always do).
+    #[inline(always)]
     pub fn requantized_scales(&self, out: &mut [f32]) {
         let Some(peak) = self.peak_level() else { return };
         let (channels, block) = (self.channels, self.block.max(1));
@@ -250,21 +251,40 @@ impl<'a> Values<'a> {
         out[..channels].fill(0.0);
         if channels.is_multiple_of(block) {
             // Block `b` covers channels `(b % per_row) * block ..` of one row: the max per block column.
-            // Non-negative halves order as their bits do, so the max is taken on the bits, a row of
-            // blocks at a time (a loop the compiler vectorizes), and widened once per column.
             let per_row = channels / block;
-            let mut peaks = [0u16; 256];
-            for c0 in (0..per_row).step_by(peaks.len()) {
-                let columns = peaks.len().min(per_row - c0);
-                let peaks = &mut peaks[..columns];
-                peaks.fill(0);
-                for row in self.scales.chunks_exact(2 * per_row) {
-                    for (p, bits) in peaks.iter_mut().zip(row[2 * c0..2 * (c0 + columns)].chunks_exact(2)) {
-                        *p = (*p).max(u16::from_le_bytes([bits[0], bits[1]]) & 0x7fff);
+            match bytemuck::try_cast_slice::<u8, u16>(self.scales) {
+                // Non-negative halves order as their bits do, so the maxima are taken on the bits in place
+                // (the format's alignment makes that the rule), in loops the compiler vectorizes, and
+                // widened once per lane. Rows of fewer than 32 blocks are read 32 blocks at a time (a
+                // multiple of the row when it divides 32), so the loop stays wide.
+                Ok(halves) if cfg!(target_endian = "little") => {
+                    let width = if per_row < 32 && 32 % per_row == 0 { 32 } else { per_row };
+                    let mut peaks = [0u16; 256];
+                    for c0 in (0..width).step_by(peaks.len()) {
+                        let lanes = peaks.len().min(width - c0);
+                        let peaks = &mut peaks[..lanes];
+                        peaks.fill(0);
+                        let rows = halves.chunks_exact(width);
+                        let rest = rows.remainder();
+                        for row in rows {
+                            for (p, &bits) in peaks.iter_mut().zip(&row[c0..c0 + lanes]) {
+                                *p = (*p).max(bits & 0x7fff);
+                            }
+                        }
+                        for (p, &bits) in peaks.iter_mut().zip(rest.iter().skip(c0)) {
+                            *p = (*p).max(bits & 0x7fff);
+                        }
+                        for (j, &p) in peaks.iter().enumerate() {
+                            let column = &mut out[(c0 + j) % per_row];
+                            *column = column.max(scale_at(&p.to_le_bytes(), 0) * peak);
+                        }
                     }
                 }
-                for (j, &p) in peaks.iter().enumerate() {
-                    out[c0 + j] = scale_at(&p.to_le_bytes(), 0) * peak;
+                _ => {
+                    for b in 0..blocks {
+                        let column = &mut out[b % per_row];
+                        *column = column.max(scale_at(self.scales, b) * peak);
+                    }
                 }
             }
             for c in (0..channels).rev() {
@@ -274,9 +294,15 @@ impl<'a> Values<'a> {
             let len = self.data.len() * if self.dtype == DType::Int4 { 2 } else { 4 };
             for b in 0..blocks {
                 let s = scale_at(self.scales, b) * peak;
-                for i in b * block..((b + 1) * block).min(len) {
-                    let column = &mut out[i % channels];
-                    *column = column.max(s);
+                // The block's values, a run of consecutive channels at a time.
+                let (mut i, end) = (b * block, ((b + 1) * block).min(len));
+                while i < end {
+                    let c = i % channels;
+                    let run = (channels - c).min(end - i);
+                    for column in &mut out[c..c + run] {
+                        *column = column.max(s);
+                    }
+                    i += run;
                 }
             }
         }
@@ -490,6 +516,64 @@ mod tests {
         for bits in 0u16..0x7c00 {
             let bytes = bits.to_le_bytes();
             assert_eq!(scale_at(&bytes, 0).to_bits(), half::f16::from_bits(bits).to_f32().to_bits(), "{bits:#06x}");
+        }
+    }
+
+    // The per-channel scales taken on the halves' bits, in place and from a buffer at an odd address,
+    // against the max of the widened values; more block columns than one pass of the bit maxima holds.
+    #[test]
+    fn requantized_scales_are_each_columns_largest_block() {
+        let shapes = [(DType::Int4, 8.0f32, 7, 300), (DType::Int2, 1.5, 7, 300), (DType::Int4, 8.0, 9, 2)];
+        let more =
+            [(DType::Int4, 8.0, 5, 3), (DType::Int2, 1.5, 9, 16), (DType::Int4, 8.0, 3, 1), (DType::Int4, 8.0, 2, 64)];
+        for (dtype, peak, rows, per_row) in shapes.into_iter().chain(more) {
+            let block = 32;
+            let channels = block * per_row;
+            let halves: std::vec::Vec<u16> = (0..rows * per_row)
+                .map(|b| half::f16::from_f32(((b * 7919) % 1000) as f32 * 1e-4 + 1e-7).to_bits())
+                .collect();
+            let mut want = std::vec![0.0f32; channels];
+            for (b, &h) in halves.iter().enumerate() {
+                let c = b % per_row * block;
+                let v = half::f16::from_bits(h).to_f32() * peak;
+                for w in &mut want[c..c + block] {
+                    *w = w.max(v);
+                }
+            }
+            // The int8 scale: the largest value over 127.
+            for w in &mut want {
+                *w /= 127.0;
+            }
+            let aligned: &[u8] = bytemuck::cast_slice(&halves);
+            let mut shifted = std::vec![0u8; aligned.len() + 1];
+            shifted[1..].copy_from_slice(aligned);
+            for scales in [aligned, &shifted[1..]] {
+                let values = Values { dtype, data: &[], scales, channels, block };
+                let mut got = std::vec![f32::NAN; channels];
+                values.requantized_scales(&mut got);
+                let wrong = got.iter().zip(&want).position(|(g, w)| g.to_bits() != w.to_bits());
+                assert_eq!(wrong, None, "{dtype:?}, {rows} rows of {per_row} blocks: first wrong channel");
+            }
+        }
+        // Blocks that do not tile the rows (a 10-class layer at block 32): element by element.
+        for (channels, block, count) in [(10usize, 32usize, 4096usize * 10), (48, 32, 48 * 5), (10, 8, 70)] {
+            let halves: std::vec::Vec<u16> = (0..count.div_ceil(block))
+                .map(|b| half::f16::from_f32(((b * 31) % 17) as f32 * 1e-3).to_bits())
+                .collect();
+            let mut want = std::vec![0.0f32; channels];
+            for i in 0..count {
+                let w = &mut want[i % channels];
+                *w = w.max(half::f16::from_bits(halves[i / block]).to_f32() * 8.0);
+            }
+            for w in &mut want {
+                *w /= 127.0;
+            }
+            let data = std::vec![0u8; count / 2];
+            let values =
+                Values { dtype: DType::Int4, data: &data, scales: bytemuck::cast_slice(&halves), channels, block };
+            let mut got = std::vec![f32::NAN; channels];
+            values.requantized_scales(&mut got);
+            assert_eq!(got, want, "{channels} channels at block {block}");
         }
     }
 }

@@ -554,6 +554,14 @@ fn run(
         None => {
             check("channel scratch", channels.len(), channel_scratch_len(g.cout))?;
             let (scales, inverse) = channels.split_at_mut(g.cout);
+            #[cfg(all(feature = "std", target_arch = "x86_64"))]
+            if isa != Isa::Portable && Isa::Avx2Fma.is_available() {
+                // SAFETY: AVX2 detected at run time.
+                unsafe { x86::requantized_scales_avx2(weights, scales) };
+            } else {
+                weights.requantized_scales(scales);
+            }
+            #[cfg(not(all(feature = "std", target_arch = "x86_64")))]
             weights.requantized_scales(scales);
             for (inv, &s) in inverse.iter_mut().zip(scales.iter()) {
                 *inv = if s > 0.0 { 1.0 / s } else { 0.0 };
@@ -762,6 +770,17 @@ mod x86 {
         }
         // SAFETY: the caller guarantees AVX2 (and FMA, which every AVX2 CPU Kiln detects has).
         unsafe { inner(g, levels, bias, out) }
+    }
+
+    /// [`Values::requantized_scales`] compiled with AVX2 (the maxima of the scales' bits vectorize to
+    /// `vpmaxuw`, which the x86-64 baseline lacks). The same values: integer maxima, then the same float
+    /// operations.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn requantized_scales_avx2(weights: &Values<'_>, out: &mut [f32]) {
+        weights.requantized_scales(out)
     }
 
     /// # Safety
@@ -1636,7 +1655,12 @@ unsafe fn gemv<K: Sink, M: IntMicro>(g: &IntGemm<'_>, levels: Levels<'_>, bias: 
                     nonzero[count] = k as u16;
                     count += (q != 0) as usize;
                 }
-                for &k in &nonzero[..count] {
+                for (j, &k) in nonzero[..count].iter().enumerate() {
+                    // The row after the next flush's is fetched ahead: rows are one jump apart.
+                    if let Some(&ahead) = nonzero[..count].get(j + 4) {
+                        // SAFETY: this function's caller vouches for M's CPU features.
+                        unsafe { M::prefetch(levels.values(), (c0 + ahead as usize) * cout + w0, width) };
+                    }
                     let k = c0 + k as usize;
                     (ks[used], xs[used]) = (k, x[k]);
                     used += 1;
