@@ -3,7 +3,8 @@
 //! Each image's input activations are quantized to 8 bits ([`quantize_activations`]): `x ≈ (q − zero) ×
 //! scale`, with `zero = 0` whenever the input has no negative values (after ReLU, and pixels on [0, 1]).
 //! Weights are int8 levels per output channel: int8 files' own, read in place; int4 and int2 blocks are
-//! requantized into an int8 panel on per-channel scales (`Values::requantize`). The products of u8
+//! requantized into an int8 panel on per-channel scales (`Values::requantize`; the AVX-512 build does it
+//! in registers, one `vpshufb` table per 128-bit lane of packed levels). The products of u8
 //! activations and s8 weights add up in i32, exactly, in the output buffer itself; one epilogue per tile
 //! turns them into `acc × (activation scale × weight scale) + bias`. Integer sums do not depend on their
 //! order, and the quantization and the epilogue are shared scalar code, so every kernel build gives
@@ -1097,8 +1098,13 @@ mod x86 {
             unsafe { requantize_avx512(values, start, inverse, out) }
         }
 
+        /// For int4/int2 only: int8 rows are read four at a time by the packing pass, which keeps enough
+        /// loads in flight, and its panels (up to 64 KiB) would push the current one out of L1.
         #[inline(always)]
         unsafe fn prefetch(values: &Values<'_>, start: usize, len: usize) {
+            if values.dtype() == DType::Int8 {
+                return;
+            }
             if let Some(bytes) = values.level_bytes(start, len) {
                 for line in bytes.chunks(64) {
                     // SAFETY: a prefetch of an address inside a live slice; SSE is baseline on x86-64.
