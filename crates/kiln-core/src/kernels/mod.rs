@@ -38,7 +38,7 @@ pub enum Isa {
     Avx2Fma,
     /// x86-64 with AVX-512 (F, VL) as well: four pixels per weight load. Found at run time with `std`.
     Avx512,
-    /// AVX-512 with BW and VNNI as well: the integer path's `vpdpbusd` micro-kernel (the f32 kernels run
+    /// AVX-512 with BW, VL and VNNI as well: the integer path's `vpdpbusd` micro-kernel (the f32 kernels run
     /// as [`Isa::Avx512`]). Found at run time with `std`.
     Avx512Vnni,
 }
@@ -125,6 +125,7 @@ fn avx512_vnni_available() -> bool {
     return avx2_fma_available()
         && std::is_x86_feature_detected!("avx512f")
         && std::is_x86_feature_detected!("avx512bw")
+        && std::is_x86_feature_detected!("avx512vl")
         && std::is_x86_feature_detected!("avx512vnni");
     #[allow(unreachable_code)]
     false

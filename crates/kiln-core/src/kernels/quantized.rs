@@ -785,7 +785,7 @@ mod x86 {
     }
 
     /// # Safety
-    /// The CPU must support AVX-512F, AVX-512BW and AVX-512 VNNI (`Isa::Avx512Vnni.is_available()`).
+    /// The CPU must support AVX-512F, BW, VL and VNNI (`Isa::Avx512Vnni.is_available()`).
     pub(super) unsafe fn gemm_vnni<K: Sink>(g: &IntGemm<'_>, levels: Levels<'_>, bias: &Values<'_>, out: &mut K) {
         #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vnni")]
         unsafe fn inner<K: Sink>(g: &IntGemm<'_>, levels: Levels<'_>, bias: &Values<'_>, out: &mut K) {
