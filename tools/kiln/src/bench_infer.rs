@@ -26,9 +26,10 @@ pub struct BenchInferArgs {
     /// Timed batches per thread.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
     pub batches: u32,
-    /// Kernel build: best (what this CPU runs fastest), portable, avx2+fma, avx512 or avx512vnni (the
-    /// integer path's `vpdpbusd` kernels; f32 layers run as avx512).
-    #[arg(long, default_value = "best", value_parser = ["best", "portable", "avx2+fma", "avx512", "avx512vnni"])]
+    /// Kernel build: best (what this CPU runs fastest), portable, avx2+fma, avxvnni (the integer path's
+    /// 256-bit `vpdpbusd` kernels; f32 layers run as avx2+fma), avx512 or avx512vnni (the integer path's
+    /// 512-bit `vpdpbusd` kernels; f32 layers run as avx512).
+    #[arg(long, default_value = "best", value_parser = ["best", "portable", "avx2+fma", "avxvnni", "avx512", "avx512vnni"])]
     pub isa: String,
     /// Where to run: `cpu` (kiln-core's runtime) or `gpu` (GpuSession on the first wgpu adapter).
     #[arg(long, default_value = "cpu", value_parser = ["cpu", "gpu"])]
@@ -37,11 +38,8 @@ pub struct BenchInferArgs {
 
 pub fn isa(name: &str) -> Result<Isa> {
     let isa = match name {
-        "portable" => Isa::Portable,
-        "avx2+fma" => Isa::Avx2Fma,
-        "avx512" => Isa::Avx512,
-        "avx512vnni" => Isa::Avx512Vnni,
-        _ => Isa::best(),
+        "best" => Isa::best(),
+        name => Isa::from_name(name).with_context(|| format!("no kernel build is called \"{name}\""))?,
     };
     if !isa.is_available() {
         bail!("this CPU (or this build) cannot run the {} kernels", isa.name());

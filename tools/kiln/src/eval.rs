@@ -23,9 +23,9 @@ pub struct EvalArgs {
     /// List this many of the test digits the network gets wrong.
     #[arg(long, default_value_t = 10)]
     show_mistakes: usize,
-    /// For `.kiln` models, the kernel build: best, portable, avx2+fma, avx512, or `all` (every build this
+    /// For `.kiln` models, the kernel build: best, portable, avx2+fma, avxvnni, avx512, avx512vnni, or `all` (every build this
     /// CPU has, which must predict the same classes).
-    #[arg(long, value_parser = ["best", "portable", "avx2+fma", "avx512", "avx512vnni", "all"])]
+    #[arg(long, value_parser = ["best", "portable", "avx2+fma", "avxvnni", "avx512", "avx512vnni", "all"])]
     isa: Option<String>,
     #[command(flatten)]
     data: DataArgs,

@@ -8,6 +8,7 @@ mod error;
 mod tensor;
 
 pub use error::FormatError;
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
 pub(crate) use tensor::multiplier_max;
 pub use tensor::{DType, TensorView, Values, round_to_i32};
 

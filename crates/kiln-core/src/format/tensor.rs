@@ -142,6 +142,7 @@ fn scale_at(bytes: &[u8], index: usize) -> f32 {
     f32::from_bits((bits & 0x7fff) << 13) * f32::from_bits(0x7780_0000)
 }
 
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
 /// int4/int2 values whose blocks tile the rows ([`Values::tiled_blocks`]).
 #[derive(Clone, Copy)]
 pub(crate) struct TiledBlocks<'a> {
@@ -404,6 +405,7 @@ impl<'a> Values<'a> {
 
     /// The stored bytes that hold values `start..start + len` of an int8, int4 or int2 tensor (`None` for
     /// other dtypes or a range past the end), for prefetching.
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
     pub(crate) fn level_bytes(&self, start: usize, len: usize) -> Option<&'a [u8]> {
         let per_byte = match self.dtype {
             DType::Int8 => 1,
@@ -416,6 +418,7 @@ impl<'a> Values<'a> {
 
     /// The parts of int4/int2 values whose blocks tile the rows (each block inside one row, and its
     /// channels sharing one requantized scale), for kernels that requantize in registers; `None` otherwise.
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
     pub(crate) fn tiled_blocks(&self) -> Option<TiledBlocks<'a>> {
         let tiled = self.dtype.is_blocked() && self.block > 0 && self.channels.is_multiple_of(self.block);
         tiled.then_some(TiledBlocks { dtype: self.dtype, data: self.data, scales: self.scales, block: self.block })

@@ -36,6 +36,10 @@ pub enum Isa {
     Portable,
     /// x86-64 with AVX2 and FMA: found at run time with the `std` feature, or enabled at compile time.
     Avx2Fma,
+    /// AVX2 and FMA with AVX-VNNI (`vpdpbusd` on 256-bit registers, as on CPUs that have it without
+    /// AVX-512): the integer path's 256-bit micro-kernel; the f32 kernels run as [`Isa::Avx2Fma`]. Found at
+    /// run time with `std`.
+    AvxVnni,
     /// x86-64 with AVX-512 (F, VL) as well: four pixels per weight load. Found at run time with `std`.
     Avx512,
     /// AVX-512 with BW, VL and VNNI as well: the integer path's `vpdpbusd` micro-kernel (the f32 kernels run
@@ -44,11 +48,14 @@ pub enum Isa {
 }
 
 impl Isa {
-    pub const ALL: [Isa; 4] = [Isa::Portable, Isa::Avx2Fma, Isa::Avx512, Isa::Avx512Vnni];
+    pub const ALL: [Isa; 5] = [Isa::Portable, Isa::Avx2Fma, Isa::AvxVnni, Isa::Avx512, Isa::Avx512Vnni];
 
     /// The fastest build this CPU runs.
     pub fn best() -> Isa {
-        [Isa::Avx512Vnni, Isa::Avx512, Isa::Avx2Fma].into_iter().find(|isa| isa.is_available()).unwrap_or(Isa::Portable)
+        [Isa::Avx512Vnni, Isa::Avx512, Isa::AvxVnni, Isa::Avx2Fma]
+            .into_iter()
+            .find(|isa| isa.is_available())
+            .unwrap_or(Isa::Portable)
     }
 
     /// Whether this CPU (and this build of the crate) can run it.
@@ -56,6 +63,7 @@ impl Isa {
         match self {
             Isa::Portable => true,
             Isa::Avx2Fma => avx2_fma_available(),
+            Isa::AvxVnni => avx_vnni_available(),
             Isa::Avx512 => avx512_available(),
             Isa::Avx512Vnni => avx512_vnni_available(),
         }
@@ -65,6 +73,7 @@ impl Isa {
         match self {
             Isa::Portable => "portable",
             Isa::Avx2Fma => "avx2+fma",
+            Isa::AvxVnni => "avxvnni",
             Isa::Avx512 => "avx512",
             Isa::Avx512Vnni => "avx512vnni",
         }
@@ -75,6 +84,7 @@ impl Isa {
         match name {
             "portable" => Some(Isa::Portable),
             "avx2" | "avx2+fma" => Some(Isa::Avx2Fma),
+            "avxvnni" => Some(Isa::AvxVnni),
             "avx512" => Some(Isa::Avx512),
             "avx512vnni" => Some(Isa::Avx512Vnni),
             _ => None,
@@ -93,7 +103,7 @@ impl Isa {
         std::eprintln!("{test}: comparing kernel builds {} ({REQUIRE_ISA_VAR}={required:?})", names.join(", "));
         for name in required.split(',').map(str::trim).filter(|n| !n.is_empty()) {
             let isa = Isa::from_name(name).unwrap_or_else(|| {
-                panic!("{REQUIRE_ISA_VAR}: unknown kernel build \"{name}\"; valid: portable, avx2, avx512, avx512vnni")
+                panic!("{REQUIRE_ISA_VAR}: unknown kernel build \"{name}\"; valid: portable, avx2, avxvnni, avx512, avx512vnni")
             });
             assert!(
                 available.contains(&isa),
@@ -106,7 +116,7 @@ impl Isa {
     }
 }
 
-/// The environment variable naming the kernel builds (comma-separated: `portable`, `avx2`, `avx512`, `avx512vnni`) that
+/// The environment variable naming the kernel builds (comma-separated: `portable`, `avx2`, `avxvnni`, `avx512`, `avx512vnni`) that
 /// tests comparing builds must run; see [`Isa::builds_to_compare`]. CI sets it to what its machine has.
 pub const REQUIRE_ISA_VAR: &str = "KILN_REQUIRE_ISA";
 
@@ -127,6 +137,13 @@ fn avx512_vnni_available() -> bool {
         && std::is_x86_feature_detected!("avx512bw")
         && std::is_x86_feature_detected!("avx512vl")
         && std::is_x86_feature_detected!("avx512vnni");
+    #[allow(unreachable_code)]
+    false
+}
+
+fn avx_vnni_available() -> bool {
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    return avx2_fma_available() && std::is_x86_feature_detected!("avxvnni");
     #[allow(unreachable_code)]
     false
 }

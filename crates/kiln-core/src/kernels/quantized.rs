@@ -603,14 +603,25 @@ fn dispatch<K: Sink>(isa: Isa, g: &IntGemm<'_>, levels: Levels<'_>, bias: &Value
             // SAFETY: `is_available` detected AVX-512F, AVX-512BW and AVX-512 VNNI at run time.
             return unsafe { x86::gemm_vnni(g, levels, bias, out) };
         }
+        if isa == Isa::AvxVnni && isa.is_available() {
+            // SAFETY: `is_available` detected AVX2, FMA and AVX-VNNI at run time.
+            return unsafe { x86::gemm_avx_vnni(g, levels, bias, out) };
+        }
         if isa != Isa::Portable && Isa::Avx2Fma.is_available() {
             // SAFETY: `is_available` detected AVX2 at run time.
             return unsafe { x86::gemm_avx2(g, levels, bias, out) };
         }
     }
     let _ = isa;
+    // A wasm module built with simd128 has `i32x4.dot_i16x8_s`: its portable build is the dot kernel.
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    // SAFETY: simd128 is enabled at compile time.
+    return unsafe { gemm::<K, wasm::WasmDot, 2>(g, levels, bias, out) };
     // SAFETY: the portable micro-kernel needs no CPU feature.
-    unsafe { gemm::<K, Portable, 4>(g, levels, bias, out) }
+    #[allow(unreachable_code)]
+    unsafe {
+        gemm::<K, Portable, 4>(g, levels, bias, out)
+    }
 }
 
 /// One build's innermost loops over a block of [`COLS`] output channels.
@@ -754,6 +765,184 @@ impl IntMicro for Portable {
     }
 }
 
+/// wasm simd128: `i32x4.dot_i16x8_s` multiplies pairs of i16 and adds each pair, so two rows go at once:
+/// their levels interleaved channel by channel and widened to i16, against the two inputs as one i16 pair.
+/// Packed blocks hold the rows interleaved in pairs (128 bytes per pair, 32 per quarter of 16 channels);
+/// the accumulators stay in channel order. A block runs a quarter at a time, so that two pixels'
+/// accumulators (8 registers) and the weights fit the 16 vector registers a wasm engine has on x86-64.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+mod wasm {
+    use super::*;
+    use core::arch::wasm32::*;
+
+    pub(super) enum WasmDot {}
+
+    /// 16 channels of two rows, interleaved and widened: four operands of 4 channels × 2 rows.
+    #[inline(always)]
+    fn pairs(a: v128, b: v128) -> [v128; 4] {
+        let lo = i8x16_shuffle::<0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23>(a, b);
+        let hi = i8x16_shuffle::<8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31>(a, b);
+        widen(lo, hi)
+    }
+
+    #[inline(always)]
+    fn widen(lo: v128, hi: v128) -> [v128; 4] {
+        [
+            i16x8_extend_low_i8x16(lo),
+            i16x8_extend_high_i8x16(lo),
+            i16x8_extend_low_i8x16(hi),
+            i16x8_extend_high_i8x16(hi),
+        ]
+    }
+
+    /// Two inputs as the i16 pair every lane of a dot multiplies.
+    #[inline(always)]
+    fn input_pair(x0: u8, x1: u8) -> v128 {
+        i32x4_splat(x0 as i32 | (x1 as i32) << 16)
+    }
+
+    /// 16 bytes from `p`.
+    ///
+    /// # Safety
+    /// `p..p + 16` must be readable.
+    #[inline(always)]
+    unsafe fn load(p: *const i8) -> v128 {
+        // SAFETY: passed on from the caller.
+        unsafe { v128_load(p.cast()) }
+    }
+
+    /// `acc[offsets[p]..][..COLS] += Σ_j xs[p][j] · row j`, where `weights(j, q)` gives quarter `q` of rows
+    /// `j, j + 1` (`j` even) as [`pairs`] operands.
+    ///
+    /// # Safety
+    /// `offsets[p] + COLS <= acc.len()` and `xs[p].len() >= rows` for every pixel.
+    #[inline(always)]
+    unsafe fn sweep<const PIX: usize>(
+        xs: &[&[u8]; PIX],
+        rows: usize,
+        acc: &mut [i32],
+        offsets: &[usize; PIX],
+        weights: impl Fn(usize, usize) -> [v128; 4],
+    ) {
+        let base = acc.as_mut_ptr();
+        for q in 0..4 {
+            // SAFETY: `offsets[p] + 16q + 4v + 4 <= offsets[p] + COLS`, inside `acc` (the caller's contract).
+            let at = |p: usize, v: usize| unsafe { base.add(offsets[p] + 16 * q + 4 * v) };
+            // SAFETY: as above.
+            let mut r: [[v128; 4]; PIX] =
+                core::array::from_fn(|p| core::array::from_fn(|v| unsafe { v128_load(at(p, v).cast()) }));
+            for j in (0..rows).step_by(2) {
+                let w = weights(j, q);
+                for (rp, x) in r.iter_mut().zip(xs) {
+                    let pair = input_pair(x[j], if j + 1 < rows { x[j + 1] } else { 0 });
+                    for (a, &w) in rp.iter_mut().zip(&w) {
+                        *a = i32x4_add(*a, i32x4_dot_i16x8(w, pair));
+                    }
+                }
+            }
+            for (p, rp) in r.iter().enumerate() {
+                for (v, a) in rp.iter().enumerate() {
+                    // SAFETY: as above.
+                    unsafe { v128_store(at(p, v).cast(), *a) };
+                }
+            }
+        }
+    }
+
+    impl IntMicro for WasmDot {
+        #[inline(always)]
+        fn channel(s: usize) -> usize {
+            s
+        }
+
+        #[inline(always)]
+        unsafe fn unpermute(_: &mut [i32; COLS]) {}
+
+        #[inline(always)]
+        unsafe fn pack(w: &[i8], stride: usize, rows: usize, packed: &mut [i8]) {
+            assert!(rows == 0 || (rows - 1) * stride + COLS <= w.len());
+            assert!(packed.len() >= packed_len(rows));
+            let zero = i8x16_splat(0);
+            for j in (0..rows).step_by(2) {
+                for q in 0..4 {
+                    // SAFETY: rows `j` and `j + 1` (when there is one) hold COLS bytes each, checked above.
+                    let (a, b) = unsafe {
+                        let a = load(w.as_ptr().add(j * stride + 16 * q));
+                        (a, if j + 1 < rows { load(w.as_ptr().add((j + 1) * stride + 16 * q)) } else { zero })
+                    };
+                    let lo = i8x16_shuffle::<0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23>(a, b);
+                    let hi = i8x16_shuffle::<8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31>(a, b);
+                    let at = j / 2 * 2 * COLS + 32 * q;
+                    // SAFETY: `at + 32 <= packed_len(rows)`, checked above.
+                    unsafe {
+                        v128_store(packed.as_mut_ptr().add(at).cast(), lo);
+                        v128_store(packed.as_mut_ptr().add(at + 16).cast(), hi);
+                    }
+                }
+            }
+        }
+
+        #[inline(always)]
+        unsafe fn rows4(x: [u8; 4], rows: [&[i8]; 4], cols: usize, acc: &mut [i32]) {
+            assert!(cols.is_multiple_of(COLS) && acc.len() >= cols && rows.iter().all(|r| r.len() >= cols));
+            let (x01, x23) = (input_pair(x[0], x[1]), input_pair(x[2], x[3]));
+            for c in (0..cols).step_by(16) {
+                // SAFETY: `c + 16 <= cols`, inside every row and `acc` (checked above).
+                unsafe {
+                    let row = |t: usize| load(rows[t].as_ptr().add(c));
+                    let (w01, w23) = (pairs(row(0), row(1)), pairs(row(2), row(3)));
+                    for v in 0..4 {
+                        let at = acc.as_mut_ptr().add(c + 4 * v).cast();
+                        let sum = i32x4_add(i32x4_dot_i16x8(w01[v], x01), i32x4_dot_i16x8(w23[v], x23));
+                        v128_store(at, i32x4_add(v128_load(at), sum));
+                    }
+                }
+            }
+        }
+
+        #[inline(always)]
+        unsafe fn group<const PIX: usize>(
+            xs: [&[u8]; PIX],
+            packed: &[i8],
+            rows: usize,
+            acc: &mut [i32],
+            offsets: [usize; PIX],
+        ) {
+            assert!(packed.len() >= packed_len(rows));
+            assert!(xs.iter().all(|x| x.len() >= rows));
+            assert!(offsets.iter().all(|&o| o + COLS <= acc.len()));
+            let p = packed.as_ptr();
+            // SAFETY: checked above; pair `j` is 128 bytes from `j / 2 · 128`, inside `packed_len(rows)`.
+            unsafe {
+                sweep(&xs, rows, acc, &offsets, |j, q| {
+                    let at = j / 2 * 2 * COLS + 32 * q;
+                    widen(load(p.add(at)), load(p.add(at + 16)))
+                })
+            }
+        }
+
+        #[inline(always)]
+        unsafe fn group_direct<const PIX: usize>(
+            xs: [&[u8]; PIX],
+            w: &[i8],
+            stride: usize,
+            rows: usize,
+            acc: &mut [i32],
+            offsets: [usize; PIX],
+        ) {
+            check_group(&xs, w, stride, rows, acc, &offsets);
+            let p = w.as_ptr();
+            // SAFETY: rows `0..rows` of COLS bytes from `w`, checked above.
+            unsafe {
+                sweep(&xs, rows, acc, &offsets, |j, q| {
+                    let second = if j + 1 < rows { load(p.add((j + 1) * stride + 16 * q)) } else { i8x16_splat(0) };
+                    pairs(load(p.add(j * stride + 16 * q)), second)
+                })
+            }
+        }
+    }
+}
+
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
 mod x86 {
     use super::*;
@@ -822,6 +1011,212 @@ mod x86 {
                 _mm512_unpacklo_epi16(b, d),
                 _mm512_unpackhi_epi16(b, d),
             ]
+        }
+    }
+
+    /// # Safety
+    /// The CPU must support AVX2, FMA and AVX-VNNI (`Isa::AvxVnni.is_available()`).
+    pub(super) unsafe fn gemm_avx_vnni<K: Sink>(g: &IntGemm<'_>, levels: Levels<'_>, bias: &Values<'_>, out: &mut K) {
+        #[target_feature(enable = "avx2,fma,avxvnni")]
+        unsafe fn inner<K: Sink>(g: &IntGemm<'_>, levels: Levels<'_>, bias: &Values<'_>, out: &mut K) {
+            // SAFETY: `inner` runs only with the features `AvxVnni` needs.
+            unsafe { gemm::<K, AvxVnni, 2>(g, levels, bias, out) }
+        }
+        // SAFETY: the caller guarantees the features.
+        unsafe { inner(g, levels, bias, out) }
+    }
+
+    /// AVX-VNNI: `vpdpbusd` on 256-bit registers, for CPUs that have it without AVX-512 (and the 16
+    /// registers AVX2 has). Each block of [`COLS`] channels runs as two halves of 32, two pixels at a time
+    /// (8 accumulators, 4 weight operands). The four-row interleave is [`Vnni`]'s on 256 bits, so register
+    /// `v`, 128-bit lane `L`, element `e` of half `h` holds channel `32h + 16L + 4v + e`; it is stored at
+    /// position `32h + 8v + 4L + e` of the block until the epilogue.
+    pub(super) enum AvxVnni {}
+
+    /// Four rows' 32 bytes interleaved into `vpdpbusd` operands.
+    #[inline(always)]
+    unsafe fn interleave_rows256(r: [__m256i; 4]) -> [__m256i; 4] {
+        // SAFETY: register operations; the caller has AVX2.
+        unsafe {
+            let (a, b) = (_mm256_unpacklo_epi8(r[0], r[1]), _mm256_unpackhi_epi8(r[0], r[1]));
+            let (c, d) = (_mm256_unpacklo_epi8(r[2], r[3]), _mm256_unpackhi_epi8(r[2], r[3]));
+            [
+                _mm256_unpacklo_epi16(a, c),
+                _mm256_unpackhi_epi16(a, c),
+                _mm256_unpacklo_epi16(b, d),
+                _mm256_unpackhi_epi16(b, d),
+            ]
+        }
+    }
+
+    /// Rows `j..j + 4` of one 32-channel half, `stride` apart (rows past `left` read as zeros), interleaved.
+    #[inline(always)]
+    unsafe fn interleave256(w: *const i8, stride: usize, left: usize) -> [__m256i; 4] {
+        // SAFETY: the caller checked that rows `0..left.min(4)` of 32 bytes from `w` are readable.
+        unsafe {
+            let row = |t: usize| {
+                if t < left { _mm256_loadu_si256(w.add(t * stride).cast()) } else { _mm256_setzero_si256() }
+            };
+            interleave_rows256([row(0), row(1), row(2), row(3)])
+        }
+    }
+
+    /// [`sweep`] on 256 bits: `weights(h, j, left)` gives half `h`'s operands for rows `j..j + 4`.
+    #[inline(always)]
+    unsafe fn sweep256<const PIX: usize>(
+        xs: &[*const u8; PIX],
+        rows: usize,
+        acc: *mut i32,
+        offsets: &[usize; PIX],
+        weights: impl Fn(usize, usize, usize) -> [__m256i; 4],
+    ) {
+        // SAFETY (every pointer access): the callers checked `rows` inputs per pixel and COLS
+        // accumulators per offset; they run with AVX2 and AVX-VNNI.
+        unsafe {
+            for h in 0..2 {
+                let at = |p: usize, v: usize| acc.add(offsets[p] + 32 * h + 8 * v);
+                let mut r: [[__m256i; 4]; PIX] =
+                    core::array::from_fn(|p| core::array::from_fn(|v| _mm256_loadu_si256(at(p, v).cast())));
+                let mut j = 0;
+                while j < rows {
+                    let left = (rows - j).min(4);
+                    let u = weights(h, j, left);
+                    for (rp, x) in r.iter_mut().zip(xs) {
+                        let x = _mm256_set1_epi32(four_inputs(x.add(j), left));
+                        for (a, &w) in rp.iter_mut().zip(&u) {
+                            *a = _mm256_dpbusd_avx_epi32(*a, x, w);
+                        }
+                    }
+                    j += 4;
+                }
+                for (p, rp) in r.iter().enumerate() {
+                    for (v, a) in rp.iter().enumerate() {
+                        _mm256_storeu_si256(at(p, v).cast(), *a);
+                    }
+                }
+            }
+        }
+    }
+
+    impl IntMicro for AvxVnni {
+        #[inline(always)]
+        fn channel(s: usize) -> usize {
+            let (h, v, lane, e) = (s / 32, s % 32 / 8, s % 8 / 4, s % 4);
+            32 * h + 16 * lane + 4 * v + e
+        }
+
+        #[inline(always)]
+        unsafe fn unpermute(block: &mut [i32; COLS]) {
+            let held = *block;
+            for (s, &a) in held.iter().enumerate() {
+                block[Self::channel(s)] = a;
+            }
+        }
+
+        #[inline(always)]
+        unsafe fn pack(w: &[i8], stride: usize, rows: usize, packed: &mut [i8]) {
+            assert!(rows == 0 || (rows - 1) * stride + COLS <= w.len());
+            assert!(packed.len() >= packed_len(rows));
+            #[target_feature(enable = "avx2")]
+            unsafe fn inner(w: *const i8, stride: usize, rows: usize, packed: *mut i8) {
+                // SAFETY: bounds checked by the caller; 2 halves × 4 × 32 bytes per group of 4 rows.
+                unsafe {
+                    for j in (0..rows).step_by(4) {
+                        for h in 0..2 {
+                            let u = interleave256(w.add(j * stride + 32 * h), stride, rows - j);
+                            for (v, u) in u.iter().enumerate() {
+                                _mm256_storeu_si256(packed.add(j * COLS + 128 * h + 32 * v).cast(), *u);
+                            }
+                        }
+                    }
+                }
+            }
+            // SAFETY: bounds checked above; the caller has the features (the trait's contract).
+            unsafe { inner(w.as_ptr(), stride, rows, packed.as_mut_ptr()) }
+        }
+
+        #[inline(always)]
+        unsafe fn rows4(x: [u8; 4], rows: [&[i8]; 4], cols: usize, acc: &mut [i32]) {
+            assert!(cols.is_multiple_of(COLS) && acc.len() >= cols && rows.iter().all(|r| r.len() >= cols));
+            #[target_feature(enable = "avx2,avxvnni")]
+            unsafe fn inner(x: i32, rows: [*const i8; 4], cols: usize, acc: *mut i32) {
+                // SAFETY: `cols` values of each row and of `acc`, checked by the caller.
+                unsafe {
+                    let x = _mm256_set1_epi32(x);
+                    for c in (0..cols).step_by(32) {
+                        let u = interleave_rows256(rows.map(|r| _mm256_loadu_si256(r.add(c).cast())));
+                        for (v, u) in u.iter().enumerate() {
+                            let at = acc.add(c + 8 * v);
+                            let sum = _mm256_dpbusd_avx_epi32(_mm256_loadu_si256(at.cast()), x, *u);
+                            _mm256_storeu_si256(at.cast(), sum);
+                        }
+                    }
+                }
+            }
+            // SAFETY: bounds checked above; the caller has the features (the trait's contract).
+            unsafe { inner(i32::from_le_bytes(x), rows.map(|r| r.as_ptr()), cols, acc.as_mut_ptr()) }
+        }
+
+        #[inline(always)]
+        unsafe fn group<const PIX: usize>(
+            xs: [&[u8]; PIX],
+            packed: &[i8],
+            rows: usize,
+            acc: &mut [i32],
+            offsets: [usize; PIX],
+        ) {
+            assert!(packed.len() >= packed_len(rows));
+            assert!(xs.iter().all(|x| x.len() >= rows));
+            assert!(offsets.iter().all(|&o| o + COLS <= acc.len()));
+            #[target_feature(enable = "avx2,avxvnni")]
+            unsafe fn inner<const PIX: usize>(
+                xs: &[*const u8; PIX],
+                packed: *const i8,
+                rows: usize,
+                acc: *mut i32,
+                offsets: &[usize; PIX],
+            ) {
+                // SAFETY: the packed block holds `rows` rounded up to 4 rows, checked by the caller.
+                unsafe {
+                    sweep256(xs, rows, acc, offsets, |h, j, _| {
+                        core::array::from_fn(|v| _mm256_loadu_si256(packed.add(j * COLS + 128 * h + 32 * v).cast()))
+                    })
+                }
+            }
+            let xs = xs.map(|x| x.as_ptr());
+            // SAFETY: bounds checked above; the caller has the features.
+            unsafe { inner::<PIX>(&xs, packed.as_ptr(), rows, acc.as_mut_ptr(), &offsets) }
+        }
+
+        #[inline(always)]
+        unsafe fn group_direct<const PIX: usize>(
+            xs: [&[u8]; PIX],
+            w: &[i8],
+            stride: usize,
+            rows: usize,
+            acc: &mut [i32],
+            offsets: [usize; PIX],
+        ) {
+            check_group(&xs, w, stride, rows, acc, &offsets);
+            #[target_feature(enable = "avx2,avxvnni")]
+            unsafe fn inner<const PIX: usize>(
+                xs: &[*const u8; PIX],
+                w: *const i8,
+                stride: usize,
+                rows: usize,
+                acc: *mut i32,
+                offsets: &[usize; PIX],
+            ) {
+                // SAFETY: rows `0..rows` of COLS bytes from `w` checked by the caller.
+                unsafe {
+                    sweep256(xs, rows, acc, offsets, |h, j, left| {
+                        interleave256(w.add(j * stride + 32 * h), stride, left)
+                    })
+                }
+            }
+            let xs = xs.map(|x| x.as_ptr());
+            // SAFETY: bounds checked above; the caller has the features.
+            unsafe { inner::<PIX>(&xs, w.as_ptr(), stride, rows, acc.as_mut_ptr(), &offsets) }
         }
     }
 
@@ -969,20 +1364,26 @@ mod x86 {
         }
     }
 
-    /// Four inputs `x[j..j + 4]` as one 32-bit lane (past `left`, zeros), broadcast.
+    /// Four inputs `x[j..j + 4]` as one 32-bit lane (past `left`, zeros).
     #[inline(always)]
-    unsafe fn broadcast4(x: *const u8, left: usize) -> __m512i {
+    unsafe fn four_inputs(x: *const u8, left: usize) -> i32 {
         // SAFETY: the caller checked that `left.min(4)` bytes from `x` are readable.
         unsafe {
-            let four = if left >= 4 {
+            if left >= 4 {
                 (x as *const i32).read_unaligned()
             } else {
                 let mut four = [0u8; 4];
                 core::ptr::copy_nonoverlapping(x, four.as_mut_ptr(), left);
                 i32::from_le_bytes(four)
-            };
-            _mm512_set1_epi32(four)
+            }
         }
+    }
+
+    /// [`four_inputs`], broadcast.
+    #[inline(always)]
+    unsafe fn broadcast4(x: *const u8, left: usize) -> __m512i {
+        // SAFETY: passed on from the caller.
+        unsafe { _mm512_set1_epi32(four_inputs(x, left)) }
     }
 
     /// The sweep shared by both entry points: `weights(j, left)` gives the operands for rows `j..j + 4`
