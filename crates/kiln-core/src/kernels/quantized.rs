@@ -682,6 +682,21 @@ const fn packed_len(rows: usize) -> usize {
     rows.div_ceil(4) * 4 * COLS
 }
 
+/// Checks every access a micro-kernel's [`IntMicro::group`] makes on a packed block.
+#[cfg(any(all(feature = "std", target_arch = "x86_64"), all(target_arch = "wasm32", target_feature = "simd128")))]
+#[inline(always)]
+fn check_packed_group<const PIX: usize>(
+    xs: &[&[u8]; PIX],
+    packed: &[i8],
+    rows: usize,
+    acc: &[i32],
+    offsets: &[usize; PIX],
+) {
+    assert!(packed.len() >= packed_len(rows));
+    assert!(xs.iter().all(|x| x.len() >= rows));
+    assert!(offsets.iter().all(|&o| o + COLS <= acc.len()));
+}
+
 /// Checks every access a micro-kernel makes.
 #[inline(always)]
 fn check_group<const PIX: usize>(
@@ -908,9 +923,7 @@ mod wasm {
             acc: &mut [i32],
             offsets: [usize; PIX],
         ) {
-            assert!(packed.len() >= packed_len(rows));
-            assert!(xs.iter().all(|x| x.len() >= rows));
-            assert!(offsets.iter().all(|&o| o + COLS <= acc.len()));
+            check_packed_group(&xs, packed, rows, acc, &offsets);
             let p = packed.as_ptr();
             // SAFETY: checked above; pair `j` is 128 bytes from `j / 2 · 128`, inside `packed_len(rows)`.
             unsafe {
@@ -1165,9 +1178,7 @@ mod x86 {
             acc: &mut [i32],
             offsets: [usize; PIX],
         ) {
-            assert!(packed.len() >= packed_len(rows));
-            assert!(xs.iter().all(|x| x.len() >= rows));
-            assert!(offsets.iter().all(|&o| o + COLS <= acc.len()));
+            check_packed_group(&xs, packed, rows, acc, &offsets);
             #[target_feature(enable = "avx2,avxvnni")]
             unsafe fn inner<const PIX: usize>(
                 xs: &[*const u8; PIX],
@@ -1554,9 +1565,7 @@ mod x86 {
             acc: &mut [i32],
             offsets: [usize; PIX],
         ) {
-            assert!(packed.len() >= packed_len(rows));
-            assert!(xs.iter().all(|x| x.len() >= rows));
-            assert!(offsets.iter().all(|&o| o + COLS <= acc.len()));
+            check_packed_group(&xs, packed, rows, acc, &offsets);
             #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
             unsafe fn inner<const PIX: usize>(
                 xs: &[*const u8; PIX],
