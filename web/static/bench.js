@@ -6,6 +6,8 @@ const params = new URLSearchParams(location.search);
 const runs = Number(params.get('runs') ?? 100);
 const gpuRuns = Number(params.get('gpu_runs') ?? runs);
 const modelFile = params.get('model') ?? 'model-f32.kiln';
+// The same weights exported to ONNX (`kiln export`), under models/.
+const onnxFile = params.get('onnx') ?? 'convnet4.onnx';
 const rows = [];
 window.benchResults = null;
 
@@ -49,7 +51,7 @@ async function main() {
     ort = await import('./ort/ort.wasm.min.mjs');
     ort.env.wasm.numThreads = 1;
     ort.env.wasm.wasmPaths = new URL('./ort/', location.href).href;
-    session = await ort.InferenceSession.create('models/convnet4.onnx', { executionProviders: ['wasm'] });
+    session = await ort.InferenceSession.create(`models/${onnxFile}`, { executionProviders: ['wasm'] });
     const input = new ort.Tensor('float32', Float32Array.from(digit, (p) => p / 255), [1, 28, 28, 1]);
     feeds = { [session.inputNames[0]]: input };
   } catch (e) {
@@ -71,7 +73,7 @@ async function main() {
   }
   show(`Kiln wasm CPU${simd() ? ' (simd128)' : ''}, ${modelFile}`, stats(kilnTimes), argmax(probs));
   if (session) {
-    show(`onnxruntime-web ${ort.env.versions?.common ?? ''} wasm (1 thread), convnet4.onnx`, stats(ortTimes), argmax(out[session.outputNames[0]].data));
+    show(`onnxruntime-web ${ort.env.versions?.common ?? ''} wasm (1 thread), ${onnxFile}`, stats(ortTimes), argmax(out[session.outputNames[0]].data));
   }
 
   const adapter = 'gpu' in navigator ? await navigator.gpu.requestAdapter() : null;

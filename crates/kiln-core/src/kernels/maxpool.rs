@@ -9,7 +9,7 @@ pub trait Poolable: Copy {
 impl Poolable for f32 {
     #[inline(always)]
     fn max(self, other: f32) -> f32 {
-        f32::max(self, other)
+        super::max_f32(self, other)
     }
 }
 

@@ -174,6 +174,20 @@ impl fmt::Display for LengthError {
 
 impl core::error::Error for LengthError {}
 
+/// `f32::max` as a compare and select: the same result, NaN included (a NaN operand gives the other one).
+/// In wasm `f32::max` is a call to libm's `fmaxf` (wasm's `f32.max` propagates NaN instead), which kept
+/// the activation loops from vectorizing; this inlines everywhere.
+#[inline(always)]
+pub(crate) fn max_f32(a: f32, b: f32) -> f32 {
+    if b > a || a.is_nan() { b } else { a }
+}
+
+/// `f32::min` as a compare and select, for the same reason as [`max_f32`].
+#[inline(always)]
+pub(crate) fn min_f32(a: f32, b: f32) -> f32 {
+    if b < a || a.is_nan() { b } else { a }
+}
+
 pub(crate) fn check(what: &'static str, slice_len: usize, expected: usize) -> Result<(), LengthError> {
     if slice_len == expected { Ok(()) } else { Err(LengthError { what, expected, got: slice_len }) }
 }
@@ -238,6 +252,18 @@ pub fn exp_f64(x: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn select_max_and_min_give_what_std_gives() {
+        let values = [f32::NAN, f32::NEG_INFINITY, -3.5, -0.0, 0.0, 1e-40, 2.0, 255.0, f32::INFINITY];
+        for &a in &values {
+            for &b in &values {
+                let same = |ours: f32, std: f32| ours.to_bits() == std.to_bits() || (ours == std && ours == 0.0);
+                assert!(same(max_f32(a, b), a.max(b)), "max({a}, {b}): {} vs {}", max_f32(a, b), a.max(b));
+                assert!(same(min_f32(a, b), a.min(b)), "min({a}, {b}): {} vs {}", min_f32(a, b), a.min(b));
+            }
+        }
+    }
 
     #[test]
     fn exp_matches_std_closely() {

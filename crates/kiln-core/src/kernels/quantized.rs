@@ -77,7 +77,7 @@ pub fn quantize_activations(
 
 /// One image's scale and zero point over `[min(0, min), max(0, max)]`, and the inverse scale.
 fn image_scale(x: &[f32]) -> (ActivationScale, f32) {
-    let (lo, hi) = x.iter().fold((0.0f32, 0.0f32), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+    let (lo, hi) = x.iter().fold((0.0f32, 0.0f32), |(lo, hi), &v| (super::min_f32(lo, v), super::max_f32(hi, v)));
     if hi - lo <= 0.0 || !(hi - lo).is_finite() {
         // All zero (or not finite, which no finite network input produces): every level 0.
         return (ActivationScale { scale: 0.0, zero: 0 }, 0.0);
@@ -94,7 +94,7 @@ fn image_scale(x: &[f32]) -> (ActivationScale, f32) {
 fn level(v: f32, inverse: f32, zero: i32) -> u8 {
     // Clamping first (which also maps NaN to 0) lets the conversion skip `as`'s saturation, which the
     // compiler would not vectorize.
-    let t = (v * inverse + (zero as f32 + 0.5)).max(0.0).min(255.0);
+    let t = super::min_f32(super::max_f32(v * inverse + (zero as f32 + 0.5), 0.0), 255.0);
     // SAFETY: `t` is finite and within 0..=255.
     unsafe { t.to_int_unchecked::<i32>() as u8 }
 }

@@ -1,10 +1,10 @@
-use super::{LengthError, check};
+use super::{LengthError, check, max_f32};
 
 /// `output = max(input, 0)`, element-wise; any shape.
 pub fn relu(input: &[f32], output: &mut [f32]) -> Result<(), LengthError> {
     check("output", output.len(), input.len())?;
     for (o, &v) in output.iter_mut().zip(input) {
-        *o = v.max(0.0);
+        *o = max_f32(v, 0.0);
     }
     Ok(())
 }
@@ -12,7 +12,7 @@ pub fn relu(input: &[f32], output: &mut [f32]) -> Result<(), LengthError> {
 /// `values = max(values, 0)`, element-wise.
 pub fn relu_in_place(values: &mut [f32]) {
     for v in values {
-        *v = v.max(0.0);
+        *v = max_f32(*v, 0.0);
     }
 }
 
