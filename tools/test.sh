@@ -42,10 +42,19 @@ cargo test --workspace --release
 # quickly trained ConvNet4, then the Playwright suite in Chromium on both paths (WebGPU and wasm).
 echo "== browser tests"
 target=${CARGO_TARGET_DIR:-target}
+# The page is built in a temporary directory: web/dist is the user's demo, and the suite must leave it as it was.
 ckpt=$(mktemp -d /tmp/kiln-web-ckpt.XXXXXX)
+page=$(mktemp -d /tmp/kiln-web-page.XXXXXX)
+demo_before=$( (find web/dist -type f -printf '%P %s %T@\n' 2>/dev/null || true) | sort | sha256sum)
 cargo run --release -q -p kiln -- train --model convnet4 --steps 200 --device cpu --ckpt-dir "$ckpt" --show-mistakes 0 >/dev/null
-web/build.sh "$ckpt"
+KILN_DIST="$page" web/build.sh "$ckpt"
 rm -rf "$ckpt"
 # onnxruntime-web (139 MB, for bench.html only) is optional: the tests do not need it.
 [ -d web/tests/node_modules/playwright-core ] || npm ci --prefix web/tests --omit=optional --no-audit --no-fund
-npm test --prefix web/tests
+KILN_DIST="$page" npm test --prefix web/tests
+rm -rf "$page"
+demo_after=$( (find web/dist -type f -printf '%P %s %T@\n' 2>/dev/null || true) | sort | sha256sum)
+if [ "$demo_before" != "$demo_after" ]; then
+  echo "error: the test suite changed web/dist (the user's demo page)" >&2
+  exit 1
+fi

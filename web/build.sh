@@ -2,13 +2,14 @@
 # Builds the browser demo into web/dist: the wasm runtime (kiln-web, with simd128) through wasm-bindgen, the
 # page's files, and the models packed from a checkpoint, with their sizes.
 #   web/build.sh [CHECKPOINT]
+#   KILN_DIST=/tmp/page web/build.sh CKPT     # build into another directory (the test suite does), leaving web/dist alone
 # CHECKPOINT defaults to runs/convnet4 (the latest checkpoint there); if there is none, convnet4 is trained
 # into it first (a couple of minutes). Installs the wasm target and wasm-bindgen-cli (the version Cargo.lock
 # pins, under $KILN_TOOLS, default /var/tmp/cargo-tools) when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ckpt=${1:-runs/convnet4}
-out=web/dist
+out=${KILN_DIST:-web/dist}
 tools=${KILN_TOOLS:-/var/tmp/cargo-tools}
 target=${CARGO_TARGET_DIR:-target}
 

@@ -1,4 +1,4 @@
-// Runs bench.html (web/dist, served by `kiln serve`) in headless Chromium and prints the table.
+// Runs bench.html (web/dist, or KILN_DIST, served by `kiln serve`) in headless Chromium and prints the table.
 //   node web/tests/bench.mjs [QUERY]      e.g. '?runs=100&gpu_runs=10&model=model-f32.kiln'
 import { spawn } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
@@ -10,7 +10,7 @@ import { chromium } from 'playwright-core';
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const kilnBin = process.env.KILN_BIN ?? resolve(root, process.env.CARGO_TARGET_DIR ?? 'target', 'release/kiln');
 const query = process.argv[2] ?? '?runs=100&gpu_runs=10';
-const server = spawn(kilnBin, ['serve', '--dir', resolve(root, 'web/dist'), '--port', '0'], { stdio: ['ignore', 'pipe', 'inherit'] });
+const server = spawn(kilnBin, ['serve', '--dir', resolve(root, process.env.KILN_DIST ?? 'web/dist'), '--port', '0'], { stdio: ['ignore', 'pipe', 'inherit'] });
 const base = await new Promise((ok) => {
   let text = '';
   server.stdout.on('data', (c) => {

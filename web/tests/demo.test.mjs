@@ -1,4 +1,4 @@
-// Browser tests of the demo page (web/dist, built by web/build.sh), served by `kiln serve`, in Debian's
+// Browser tests of the demo page (built by web/build.sh; tools/test.sh builds it in a temporary KILN_DIST), served by `kiln serve`, in Debian's
 // Chromium driven by playwright-core. Both paths: with --enable-unsafe-webgpu (Chromium offers a SwiftShader
 // WebGPU adapter) and without (no adapter). Digits are drawn as mouse strokes traced from real test digits,
 // and must be classified as their labels; for them and ≥ 20 real test digits shown on the pad, the pad is
