@@ -15,6 +15,7 @@ mod eval;
 mod export;
 mod inspect;
 mod predict;
+mod serve;
 mod train;
 mod ui;
 mod web;
@@ -49,7 +50,7 @@ enum Command {
     /// Pack a checkpoint for the browser demo: models, models.json and digits.json in the page's directory.
     WebAssets(web::WebAssetsArgs),
     /// Serve a directory (the demo page) on 127.0.0.1.
-    Serve(web::ServeArgs),
+    Serve(serve::ServeArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -92,6 +93,6 @@ fn run(cli: Cli) -> Result<()> {
         Command::Inspect(args) => inspect::cmd_inspect(args),
         Command::Predict(args) => predict::cmd_predict(args),
         Command::WebAssets(args) => web::cmd_web_assets(args),
-        Command::Serve(args) => web::cmd_serve(args),
+        Command::Serve(args) => serve::cmd_serve(args),
     }
 }

@@ -1,13 +1,12 @@
 //! The browser demo's data and server: `kiln web-assets` packs a checkpoint several ways into
 //! `DIR/models/`, with `models.json` (each file's size and measured accuracy, read back from its metadata)
-//! and `digits.json` (real test digits, including ones the default model gets wrong); `kiln serve` serves a
-//! directory on 127.0.0.1.
+//! and `digits.json` (real test digits, including ones the default model gets wrong). `kiln serve`, which
+//! serves the page, is in `serve.rs`.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::{Component, Path, PathBuf};
+use std::io::Write;
+use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::Args;
 use kiln_core::Model;
 use kiln_pack::QuantPlan;
@@ -186,104 +185,6 @@ pub fn cmd_web_assets(args: WebAssetsArgs) -> Result<()> {
         wrong.len(),
         args.out.display()
     );
-    Ok(())
-}
-
-#[derive(Args, Debug)]
-pub struct ServeArgs {
-    /// The directory to serve.
-    #[arg(long, default_value = "web/dist")]
-    pub dir: PathBuf,
-    /// TCP port on 127.0.0.1 (0 picks a free one).
-    #[arg(long, default_value_t = 8080)]
-    pub port: u16,
-}
-
-fn content_type(path: &Path) -> &'static str {
-    match path.extension().and_then(|e| e.to_str()) {
-        Some("html") => "text/html; charset=utf-8",
-        Some("js" | "mjs") => "text/javascript; charset=utf-8",
-        Some("css") => "text/css; charset=utf-8",
-        Some("json") => "application/json",
-        Some("wasm") => "application/wasm",
-        Some("png") => "image/png",
-        Some("svg") => "image/svg+xml",
-        _ => "application/octet-stream",
-    }
-}
-
-/// The file a request path names inside `root`, refusing anything that climbs out of it.
-fn resolve(root: &Path, target: &str) -> Option<PathBuf> {
-    let path = target.split(['?', '#']).next()?;
-    let mut out = root.to_path_buf();
-    for part in Path::new(path.trim_start_matches('/')).components() {
-        match part {
-            Component::Normal(p) => out.push(p),
-            Component::CurDir => {}
-            _ => return None,
-        }
-    }
-    if out.is_dir() {
-        out.push("index.html");
-    }
-    Some(out)
-}
-
-fn respond(mut stream: TcpStream, root: &Path) -> std::io::Result<()> {
-    let mut line = String::new();
-    let mut reader = BufReader::new(stream.try_clone()?);
-    reader.read_line(&mut line)?;
-    // Drain the headers.
-    loop {
-        let mut header = String::new();
-        if reader.read_line(&mut header)? == 0 || header.trim().is_empty() {
-            break;
-        }
-    }
-    let mut parts = line.split_whitespace();
-    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or("/"));
-    let file = if method == "GET" || method == "HEAD" { resolve(root, target) } else { None };
-    match file.and_then(|f| std::fs::read(&f).ok().map(|b| (f, b))) {
-        Some((file, body)) => {
-            write!(
-                stream,
-                "HTTP/1.1 200 OK\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-cache\r\nConnection: close\r\n\r\n",
-                content_type(&file),
-                body.len()
-            )?;
-            if method == "GET" {
-                stream.write_all(&body)?;
-            }
-        }
-        None => {
-            let body = format!("not found: {target}\n");
-            write!(
-                stream,
-                "HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            )?;
-        }
-    }
-    stream.flush()
-}
-
-pub fn cmd_serve(args: ServeArgs) -> Result<()> {
-    if !args.dir.join("index.html").is_file() {
-        bail!("{} has no index.html: build the page first (web/build.sh)", args.dir.display());
-    }
-    let listener =
-        TcpListener::bind(("127.0.0.1", args.port)).with_context(|| format!("listening on 127.0.0.1:{}", args.port))?;
-    let port = listener.local_addr()?.port();
-    println!("Serving {} at http://127.0.0.1:{port}/ (Ctrl-C stops)", args.dir.display());
-    std::io::stdout().flush()?;
-    let root = args.dir.clone();
-    for stream in listener.incoming() {
-        let Ok(stream) = stream else { continue };
-        let root = root.clone();
-        std::thread::spawn(move || {
-            let _ = respond(stream, &root);
-        });
-    }
     Ok(())
 }
 
