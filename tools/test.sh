@@ -14,9 +14,10 @@ python3 -c 'import safetensors, numpy' 2>/dev/null ||
   python3 -m pip install --quiet safetensors numpy ||
   python3 -m pip install --quiet --break-system-packages safetensors numpy
 
-# The C API test runs its C program under valgrind; the wasm test runs the runtime in Node; the GPU tests
-# run on Mesa's CPU Vulkan driver (lavapipe) when the machine has no GPU; the browser tests drive Chromium.
-for pair in valgrind:valgrind node:nodejs npm:npm chromium:chromium \
+# The C API test runs its C program under valgrind and builds it through pkg-config; the wasm test runs
+# the runtime in Node; the GPU tests run on Mesa's CPU Vulkan driver (lavapipe) when the machine has no GPU;
+# the browser tests drive Chromium.
+for pair in valgrind:valgrind pkg-config:pkgconf node:nodejs npm:npm chromium:chromium \
   /usr/share/vulkan/icd.d/lvp_icd.x86_64.json:mesa-vulkan-drivers /usr/lib/x86_64-linux-gnu/libvulkan.so.1:libvulkan1; do
   tool=${pair%%:*} package=${pair##*:}
   if [[ $tool == /* ]]; then [ -e "$tool" ] && continue; else command -v "$tool" >/dev/null && continue; fi
