@@ -94,18 +94,17 @@ fn image_scale(x: &[f32]) -> (ActivationScale, f32) {
 fn image_range(x: &[f32]) -> (f32, f32) {
     const RANGE_LANES: usize = 16;
     let (mut lo, mut hi) = ([0.0f32; RANGE_LANES], [0.0f32; RANGE_LANES]);
-    let chunks = x.chunks_exact(RANGE_LANES);
-    let rest = chunks.remainder();
-    for chunk in chunks {
+    let mut take = |chunk: &[f32]| {
         for ((l, h), &v) in lo.iter_mut().zip(hi.iter_mut()).zip(chunk) {
             *l = super::min_f32(*l, v);
             *h = super::max_f32(*h, v);
         }
-    }
-    for (l, h, &v) in lo.iter_mut().zip(hi.iter_mut()).zip(rest).map(|((l, h), v)| (l, h, v)) {
-        *l = super::min_f32(*l, v);
-        *h = super::max_f32(*h, v);
-    }
+    };
+    let chunks = x.chunks_exact(RANGE_LANES);
+    let rest = chunks.remainder();
+    // Whole chunks (a fixed trip count, which vectorizes), then the ragged end into the first lanes.
+    chunks.for_each(&mut take);
+    take(rest);
     let lo = lo.iter().fold(0.0f32, |a, &b| super::min_f32(a, b));
     let hi = hi.iter().fold(0.0f32, |a, &b| super::max_f32(a, b));
     (lo, hi)
